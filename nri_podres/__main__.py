@@ -1,0 +1,3 @@
+from nri_podres import cli
+
+raise SystemExit(cli.main())
