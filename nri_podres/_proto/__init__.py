@@ -1,0 +1,1 @@
+"""Generated protobuf classes. Do not edit; regenerate with tools/gen-protos.sh."""

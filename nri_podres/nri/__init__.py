@@ -1,0 +1,1 @@
+"""The NRI plugin side: event table, stub (dispatch) and asyncio transport."""
