@@ -1,0 +1,1 @@
+"""One module per ``nri-podres`` sub-command."""

@@ -1,0 +1,119 @@
+"""The daemon's composition: config + topology + plugin + stub + transport + ops hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from nri_podres.checkpoint import CheckpointStore
+from nri_podres.config import Config
+from nri_podres.nri.stub import Stub
+from nri_podres.nri.transport import Connector, fd_connector, path_connector, run_forever
+from nri_podres.plugin import PodresPlugin
+from nri_podres.sdnotify import Notifier, NullNotifier, watchdog_interval_s
+from nri_podres.topology import Topology
+
+log = structlog.get_logger("nri_podres.daemon")
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    socket_path: str
+    state_dir: Path
+    name: str
+    index: str
+
+
+class BackgroundSaver:
+    """Writes checkpoints off the event loop; only the newest pending state is written."""
+
+    def __init__(self, store: CheckpointStore) -> None:
+        self._store = store
+        self._latest: dict[str, Any] | None = None
+        self._task: asyncio.Future[None] | None = None
+
+    def submit(self, state_json: dict[str, Any]) -> None:
+        self._latest = state_json
+        if self._task is None or self._task.done():
+            self._task = asyncio.ensure_future(self._drain())
+
+    async def _drain(self) -> None:
+        while self._latest is not None:
+            doc, self._latest = self._latest, None
+            try:
+                await asyncio.to_thread(self._store.save, doc)
+            except OSError as exc:
+                log.error("checkpoint_write_failed", path=str(self._store.path), error=exc.strerror)
+
+    def flush(self) -> None:
+        """Synchronously write what is pending (at shutdown)."""
+        if self._latest is not None:
+            with contextlib.suppress(OSError):
+                self._store.save(self._latest)
+            self._latest = None
+
+
+def connector_from(environ: Mapping[str, str], socket_path: str) -> tuple[Connector, bool]:
+    """(connector, reconnect): a runtime-launched plugin uses fd NRI_PLUGIN_SOCKET and never redials."""
+    fd_text = environ.get("NRI_PLUGIN_SOCKET", "")
+    if fd_text:
+        return fd_connector(int(fd_text)), False
+    return path_connector(socket_path), True
+
+
+def summary(plugin: PodresPlugin) -> str:
+    snap = plugin.state
+    pods = len(getattr(snap, "pods", {}))
+    ctrs = len(snap.assignments())
+    return f"{pods} pods, {ctrs} containers placed on {len(plugin.topology.online)} CPUs"
+
+
+async def _watchdog(notifier: Notifier | NullNotifier, interval_s: float) -> None:
+    while True:
+        notifier.watchdog()
+        await asyncio.sleep(interval_s)
+
+
+async def serve(topology: Topology, config: Config, options: DaemonOptions, environ: Mapping[str, str]) -> int:
+    store = CheckpointStore(options.state_dir)
+    loaded = store.load()
+    if loaded.problem:
+        log.warning("checkpoint_ignored", problem=loaded.problem)
+    saver = BackgroundSaver(store)
+    notifier = Notifier.from_environ(environ)
+
+    def synchronized(plugin: PodresPlugin) -> None:
+        notifier.ready(summary(plugin))
+
+    plugin = PodresPlugin(topology, config, checkpoint=loaded.data, save=saver.submit, on_synchronized=synchronized)
+    stub = Stub(plugin, options.name, options.index)
+    connect, reconnect = connector_from(environ, options.socket_path)
+    log.info("plugin_starting", socket=options.socket_path, name=options.name, index=options.index,
+             cpus=str(topology.online), numa_nodes=len(topology.numa_nodes), state_dir=str(options.state_dir))
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, main.cancel)
+    background = []
+    interval = watchdog_interval_s(environ, os.getpid())
+    if interval:
+        background.append(asyncio.create_task(_watchdog(notifier, interval)))
+    try:
+        await run_forever(stub, connect, reconnect=reconnect)
+    except asyncio.CancelledError:
+        log.info("plugin_stopping", reason="signal")
+    finally:
+        notifier.stopping()
+        for task in background:
+            task.cancel()
+        saver.flush()
+    return 0

@@ -1,0 +1,234 @@
+"""The NRI handlers: protobuf in, core decision, protobuf out.
+
+``PodresPlugin`` owns the one mutable reference to the allocation ``State``.
+Each handler converts its request, asks ``policy`` for a ``Decision``, swaps
+the state only when the decision succeeded (the commit point: a refused
+request changes nothing) and answers. Changes to *other* containers are kept
+in ``_pending`` until a reply can carry them (or, on runtimes where it is
+safe, the stub sends them with UpdateContainers).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import structlog
+
+from nri_podres import convert, policy
+from nri_podres._proto import api_pb2 as pb
+from nri_podres.config import Config
+from nri_podres.errors import AdmissionError
+from nri_podres.resources import Assignment, ContainerInfo, Decision, PodInfo
+from nri_podres.state import State
+from nri_podres.topology import Topology
+
+log = structlog.get_logger("nri_podres.plugin")
+
+
+class PodresPlugin:
+    def __init__(
+        self,
+        topology: Topology,
+        config: Config,
+        *,
+        checkpoint: dict[str, Any] | None = None,
+        save: Callable[[dict[str, Any]], None] | None = None,
+        on_synchronized: Callable[[PodresPlugin], None] | None = None,
+        on_decision: Callable[[str, Decision | AdmissionError], None] | None = None,
+    ) -> None:
+        self.topology = topology
+        self.config = config
+        self.state = State.empty()
+        self.synchronized = False
+        self._checkpoint = checkpoint
+        self._save = save
+        self._on_synchronized = on_synchronized
+        self._on_decision = on_decision
+        self._pending: dict[str, Assignment] = {}
+        self.reasons: dict[str, str] = {}  # pod or container id -> why it got what it has
+
+    # ---- bookkeeping ----
+
+    def _commit(self, event: str, decision: Decision, subject_id: str) -> None:
+        self.state = decision.state
+        self._pending.update(decision.changed)
+        self.reasons[subject_id] = decision.reason
+        if self._save is not None:
+            self._save(self.state.to_json())
+        if self._on_decision is not None:
+            self._on_decision(event, decision)
+
+    def _refused(self, event: str, exc: AdmissionError, **fields: object) -> None:
+        log.warning("request_refused", nri_event=event, reason=exc.reason, error=exc.message, **fields)
+        if self._on_decision is not None:
+            self._on_decision(event, exc)
+
+    def _take_updates(self, exclude: str = "") -> list[pb.ContainerUpdate]:
+        live = self.state.assignments()
+        updates = [
+            convert.update_from_assignment(cid, a)
+            for cid, a in sorted(self._pending.items())
+            if cid != exclude and cid in live
+        ]
+        keep = self._pending.get(exclude) if exclude else None
+        self._pending.clear()
+        if keep is not None:
+            self._pending[exclude] = keep
+        return updates
+
+    def take_unsolicited_updates(self) -> list[pb.ContainerUpdate]:
+        return self._take_updates()
+
+    def connection_lost(self) -> None:
+        self.synchronized = False
+        self._pending.clear()  # Synchronize after the reconnect re-derives everything
+
+    # ---- handlers ----
+
+    def configure(self, config_text: str, runtime: object) -> None:
+        log.info("plugin_configured", runtime=str(getattr(runtime, "name", "")),
+                 runtime_version=str(getattr(runtime, "version", "")),
+                 nri_version=".".join(map(str, getattr(runtime, "nri_version", ()))))
+
+    def synchronize(self, pods: Iterable[pb.PodSandbox], containers: Iterable[pb.Container]) -> list[pb.ContainerUpdate]:
+        started = time.perf_counter()
+        pod_infos = [convert.pod_from_pb(p) for p in pods]
+        ctr_infos = [convert.container_from_pb(c) for c in containers]
+        checkpoint = self._checkpoint_state()
+        decision = policy.reconcile(self.topology, self.config, pod_infos, ctr_infos, checkpoint)
+        self._pending.clear()
+        self._commit("Synchronize", decision, "")
+        self.synchronized = True
+        updates = self._take_updates()
+        log.info(
+            "plugin_synchronized",
+            pods=len(pod_infos),
+            containers=len(ctr_infos),
+            moved=len(updates),
+            reason=decision.reason,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        if self._on_synchronized is not None:
+            self._on_synchronized(self)
+        return updates
+
+    def _checkpoint_state(self) -> State | None:
+        """The saved state, used once at the first Synchronize; later ones use memory."""
+        if self.state != State.empty() or self._checkpoint is None:
+            return self.state if self.state != State.empty() else None
+        try:
+            return State.from_json(self._checkpoint)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("checkpoint_ignored", problem=f"checkpoint content is invalid: {exc}")
+            return None
+        finally:
+            self._checkpoint = None
+
+    def run_pod_sandbox(self, pod: pb.PodSandbox) -> None:
+        info = convert.pod_from_pb(pod)
+        try:
+            decision = policy.run_pod(self.topology, self.config, self.state, info)
+        except AdmissionError as exc:
+            self._refused("RunPodSandbox", exc, **_pod_fields(info))
+            raise
+        self._commit("RunPodSandbox", decision, info.id)
+        pod_rec = decision.state.pods.get(info.id) if hasattr(decision.state, "pods") else None
+        log.info("pod_admitted", nri_event="RunPodSandbox", **_pod_fields(info),
+                 cpus=str(getattr(pod_rec, "bubble", "") or ""), reason=decision.reason,
+                 others_changed=len(decision.changed))
+
+    def create_container(self, pod: pb.PodSandbox, container: pb.Container) -> tuple[pb.ContainerAdjustment | None, list[pb.ContainerUpdate]]:
+        pod_info = convert.pod_from_pb(pod)
+        ctr = convert.container_from_pb(container)
+        try:
+            decision = policy.create_container(self.topology, self.config, self.state, pod_info, ctr)
+        except AdmissionError as exc:
+            self._refused("CreateContainer", exc, **_pod_fields(pod_info), container_name=ctr.name)
+            raise
+        self._commit("CreateContainer", decision, ctr.id)
+        self._pending.pop(ctr.id, None)
+        updates = self._take_updates(exclude=ctr.id)
+        adjust = None if decision.assignment is None else convert.adjustment_from_assignment(decision.assignment)
+        _log_assignment("container_allocated", "CreateContainer", pod_info, ctr, decision.assignment, decision.reason, len(updates))
+        return adjust, updates
+
+    def update_container(self, pod: pb.PodSandbox, container: pb.Container, resources: pb.LinuxResources) -> list[pb.ContainerUpdate]:
+        pod_info = convert.pod_from_pb(pod)
+        ctr = convert.container_from_pb(container)
+        values = convert.resize_values(resources)
+        try:
+            decision = policy.update_container(self.topology, self.config, self.state, ctr.id, **values)
+        except AdmissionError as exc:
+            self._refused("UpdateContainer", exc, **_pod_fields(pod_info), container_name=ctr.name)
+            raise
+        self._commit("UpdateContainer", decision, ctr.id)
+        self._pending.pop(ctr.id, None)
+        updates = self._take_updates(exclude=ctr.id)
+        if decision.assignment is not None:
+            # Re-assert our sets on the target itself: its id must be set or the runtime drops it.
+            updates.append(convert.update_from_assignment(ctr.id, decision.assignment))
+        _log_assignment("container_updated", "UpdateContainer", pod_info, ctr, decision.assignment, decision.reason, len(updates))
+        return updates
+
+    def stop_container(self, pod: pb.PodSandbox, container: pb.Container) -> list[pb.ContainerUpdate]:
+        pod_info = convert.pod_from_pb(pod)
+        ctr = convert.container_from_pb(container)
+        decision = policy.stop_container(self.topology, self.config, self.state, ctr.id)
+        self._commit("StopContainer", decision, ctr.id)
+        updates = self._take_updates(exclude=ctr.id)
+        log.info("container_released", nri_event="StopContainer", **_pod_fields(pod_info),
+                 container_name=ctr.name, reason=decision.reason, others_changed=len(updates))
+        return updates
+
+    def remove_container(self, pod: pb.PodSandbox, container: pb.Container) -> None:
+        pod_info = convert.pod_from_pb(pod)
+        ctr = convert.container_from_pb(container)
+        decision = policy.remove_container(self.topology, self.config, self.state, ctr.id)
+        self._commit("RemoveContainer", decision, ctr.id)
+        self.reasons.pop(ctr.id, None)
+        log.info("container_removed", nri_event="RemoveContainer", **_pod_fields(pod_info),
+                 container_name=ctr.name, others_pending=len(decision.changed))
+
+    def remove_pod_sandbox(self, pod: pb.PodSandbox) -> None:
+        info = convert.pod_from_pb(pod)
+        decision = policy.remove_pod(self.topology, self.config, self.state, info.id)
+        self._commit("RemovePodSandbox", decision, info.id)
+        self.reasons.pop(info.id, None)
+        log.info("pod_released", nri_event="RemovePodSandbox", **_pod_fields(info),
+                 reason=decision.reason, others_pending=len(decision.changed))
+
+    def update_pod_sandbox(self, pod: pb.PodSandbox, overhead: pb.LinuxResources, resources: pb.LinuxResources) -> None:
+        info = convert.pod_from_pb(pod)
+        values = convert.resize_values(resources)
+        resized = PodInfo(info.id, info.name, info.namespace, info.uid, info.annotations, **values)  # type: ignore[arg-type]
+        try:
+            decision = policy.update_pod(self.topology, self.config, self.state, resized)
+        except AdmissionError as exc:
+            self._refused("UpdatePodSandbox", exc, **_pod_fields(info))
+            raise
+        self._commit("UpdatePodSandbox", decision, info.id)
+        log.info("pod_resized", nri_event="UpdatePodSandbox", **_pod_fields(info), reason=decision.reason)
+
+
+def _pod_fields(pod: PodInfo) -> dict[str, str]:
+    return {"pod_namespace": pod.namespace, "pod_name": pod.name, "pod_uid": pod.uid}
+
+
+def _log_assignment(
+    event_name: str, nri_event: str, pod: PodInfo, ctr: ContainerInfo, a: Assignment | None, reason: str, updates: int
+) -> None:
+    log.info(
+        event_name,
+        nri_event=nri_event,
+        **_pod_fields(pod),
+        container_name=ctr.name,
+        container_id=ctr.id[:12],
+        cpus=str(a.cpus) if a else "",
+        mems=str(a.mems) if a else "",
+        pool=a.pool.value if a else "untouched",
+        cpu_quota=a.cpu_quota if a else None,
+        decision=reason,
+        others_updated=updates,
+    )
