@@ -130,17 +130,21 @@ func main() {
 
 	log := &eventLog{enc: json.NewEncoder(os.Stdout)}
 	p := &plugin{log: log, cpuset: *cpuset}
+	var closed sync.Once
+	disconnected := func() { closed.Do(func() { log.emit("plugin_disconnected", nil) }) }
 	s, err := stub.New(p,
 		stub.WithSocketPath(*socket), stub.WithPluginName(*name), stub.WithPluginIdx(*idx),
 		stub.WithOnClose(func() {
-			log.emit("plugin_disconnected", nil)
+			disconnected()
 			os.Exit(0)
 		}))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "go-noop-plugin:", err)
 		os.Exit(1)
 	}
-	if err := s.Run(context.Background()); err != nil {
+	err = s.Run(context.Background())
+	disconnected() // the runtime went away (e.g. restarted); no reconnection
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "go-noop-plugin:", err)
 		os.Exit(1)
 	}

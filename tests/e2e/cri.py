@@ -259,6 +259,7 @@ class Cri:
         log_root: str | Path,
         cgroup_parent: str = DEFAULT_CGROUP_PARENT,
         image: str = DEFAULT_IMAGE,
+        pod_labels: Mapping[str, str] | None = None,
         timeout_s: float = 30.0,
     ) -> None:
         self.pb, pb_grpc = load_stubs(stubs_dir)
@@ -267,6 +268,7 @@ class Cri:
         self.log_root = Path(log_root)
         self.cgroup_parent = cgroup_parent
         self.image = image
+        self.pod_labels = dict(pod_labels or {})  # added to every pod this client runs
         self.timeout_s = timeout_s
 
     def close(self) -> None:
@@ -316,7 +318,7 @@ class Cri:
         log_directory = self.log_root / f"{namespace}_{name}_{uid}"
         log_directory.mkdir(parents=True, exist_ok=True)
         cgroup_parent = f"{self.cgroup_parent}/pod{uid}"
-        all_labels = {**(labels or {}), POD_NAME: name, POD_NAMESPACE: namespace, POD_UID: uid}
+        all_labels = {**self.pod_labels, **(labels or {}), POD_NAME: name, POD_NAMESPACE: namespace, POD_UID: uid}
         config = pb.PodSandboxConfig(
             metadata=pb.PodSandboxMetadata(name=name, uid=uid, namespace=namespace, attempt=0),
             # no hostname: a host-network pod shares the host's UTS namespace
@@ -337,11 +339,17 @@ class Cri:
     def stop_pod(self, pod: Pod) -> None:
         self._call("StopPodSandbox", self.pb.StopPodSandboxRequest(pod_sandbox_id=pod.id))
 
-    def remove_pod(self, pod: Pod) -> None:
-        """Stop and remove the pod and its containers, then do the kubelet's cleanup."""
-        self._remove_pod(pod.id, pod.cgroup_parent, pod.log_directory)
-
-    def _remove_pod(self, pod_id: str, cgroup_parent: str, log_directory: str) -> None:
+    def remove_pod(self, pod: Pod | str) -> None:
+        """Stop and remove a pod (a :class:`Pod` or a sandbox id) and its containers,
+        then do the kubelet's part: remove the pod cgroup and log directory."""
+        if isinstance(pod, Pod):
+            pod_id, cgroup_parent, log_directory = pod.id, pod.cgroup_parent, pod.log_directory
+        else:
+            pod_id = pod
+            reply = self._call("PodSandboxStatus", self.pb.PodSandboxStatusRequest(pod_sandbox_id=pod_id, verbose=True))
+            config = json.loads(reply.info.get("info", "{}")).get("config", {})
+            cgroup_parent = config.get("linux", {}).get("cgroup_parent", "")
+            log_directory = config.get("log_directory", "")
         self._call("StopPodSandbox", self.pb.StopPodSandboxRequest(pod_sandbox_id=pod_id))
         self._call("RemovePodSandbox", self.pb.RemovePodSandboxRequest(pod_sandbox_id=pod_id))
         if cgroup_parent:
@@ -349,20 +357,16 @@ class Cri:
         if log_directory:
             shutil.rmtree(log_directory, ignore_errors=True)
 
-    def list_pods(self) -> list[Any]:
-        """PodSandbox messages of every pod the runtime knows."""
-        return list(self._call("ListPodSandbox", self.pb.ListPodSandboxRequest()).items)
+    def list_pods(self, labels: Mapping[str, str] | None = None) -> list[Any]:
+        """PodSandbox messages of the pods the runtime knows (optionally with these labels)."""
+        filt = self.pb.PodSandboxFilter(label_selector=dict(labels)) if labels else None
+        return list(self._call("ListPodSandbox", self.pb.ListPodSandboxRequest(filter=filt)).items)
 
-    def remove_all_pods(self) -> list[str]:
-        """Remove every pod (whoever made it); returns their names."""
+    def remove_all_pods(self, labels: Mapping[str, str] | None = None) -> list[str]:
+        """Remove every pod (optionally only those with these labels); returns their names."""
         removed = []
-        for sandbox in self.list_pods():
-            reply = self._call(
-                "PodSandboxStatus", self.pb.PodSandboxStatusRequest(pod_sandbox_id=sandbox.id, verbose=True)
-            )
-            config = json.loads(reply.info.get("info", "{}")).get("config", {})
-            cgroup_parent = config.get("linux", {}).get("cgroup_parent", "")
-            self._remove_pod(sandbox.id, cgroup_parent, config.get("log_directory", ""))
+        for sandbox in self.list_pods(labels):
+            self.remove_pod(sandbox.id)
             removed.append(f"{sandbox.metadata.namespace}/{sandbox.metadata.name}")
         return removed
 
