@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nri_podres.cpuset import CPUSet, NodeSet
-from nri_podres.resources import Assignment, Kind, Pool
+from nri_podres.resources import Assignment, Kind, PodInfo, Pool
 from nri_podres.topology import Topology
 
 FORMAT_VERSION = 1
@@ -29,13 +29,23 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class PodRecord:
-    id: str
-    name: str
-    namespace: str
-    uid: str
+    info: PodInfo
+    mode: str  # placement.PodMode value
     budget_cpus: int  # whole CPUs of the bubble; 0 when the pod has none
     reservation: Reservation | None
     note: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.info.id
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    @property
+    def namespace(self) -> str:
+        return self.info.namespace
 
     @property
     def bubble(self) -> CPUSet | None:
@@ -240,15 +250,22 @@ def _res_from_json(raw: Mapping[str, Any] | None) -> Reservation | None:
     )
 
 
+_POD_FIELDS = ("id", "name", "namespace", "uid", "cpu_shares", "cpu_quota", "cpu_period",
+               "memory_limit_bytes")
+
+
 def _pod_to_json(pod: PodRecord) -> dict[str, Any]:
-    return {"id": pod.id, "name": pod.name, "namespace": pod.namespace, "uid": pod.uid,
-            "budget_cpus": pod.budget_cpus, "reservation": _res_to_json(pod.reservation),
-            "note": pod.note}
+    info = {k: getattr(pod.info, k) for k in _POD_FIELDS}
+    info["annotations"] = dict(pod.info.annotations)
+    return {"info": info, "mode": pod.mode, "budget_cpus": pod.budget_cpus,
+            "reservation": _res_to_json(pod.reservation), "note": pod.note}
 
 
 def _pod_from_json(raw: Mapping[str, Any]) -> PodRecord:
-    return PodRecord(raw["id"], raw["name"], raw["namespace"], raw["uid"],
-                     int(raw["budget_cpus"]), _res_from_json(raw["reservation"]), raw["note"])
+    info = PodInfo(**{k: raw["info"][k] for k in _POD_FIELDS},
+                   annotations=dict(raw["info"]["annotations"]))
+    return PodRecord(info, raw["mode"], int(raw["budget_cpus"]),
+                     _res_from_json(raw["reservation"]), raw["note"])
 
 
 def _container_to_json(ctr: ContainerRecord) -> dict[str, Any]:
