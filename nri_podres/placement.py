@@ -139,10 +139,10 @@ def classify(ctx: Context, mode: PodMode, pod: PodInfo, ctr: ContainerInfo) -> t
     """The container's kind and its whole exclusive CPUs (0 when shared)."""
     req = request_from_container(ctr)
     whole = req.whole_cpus if req.guaranteed else 0
+    if whole and pod.cpu_quota is not None and inherits_pod_values(pod, ctr):
+        whole = 0  # no resources of its own: CRI filled in the pod's limits
     if mode is PodMode.BUBBLE:
-        if whole and not inherits_pod_values(pod, ctr):
-            return Kind.POD_EXCLUSIVE, whole
-        return Kind.POD_SHARED, 0
+        return (Kind.POD_EXCLUSIVE, whole) if whole else (Kind.POD_SHARED, 0)
     if mode is PodMode.CLASSIC and whole:
         return Kind.NODE_EXCLUSIVE, whole
     return Kind.NODE_SHARED, 0

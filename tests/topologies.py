@@ -118,3 +118,78 @@ def synthetic(sockets: int, nodes_per_socket: int, cores_per_node: int,
         return core, numa // nodes_per_socket, numa, core // cores_per_l3
 
     return build(total_cores * threads, row, memory_bytes)
+
+
+# --- pods and containers with the CRI values the kubelet would send ---------------
+
+from dataclasses import dataclass, field  # noqa: E402
+
+from nri_podres import policy  # noqa: E402
+from nri_podres.config import Config  # noqa: E402
+from nri_podres.resources import Assignment, ContainerInfo, PodInfo  # noqa: E402
+from nri_podres.state import State  # noqa: E402
+
+PERIOD = 100_000
+
+
+def shares_from_millis(millis: int) -> int:
+    return 2 if millis == 0 else max(2, min(262144, millis * 1024 // 1000))
+
+
+def pod_info(pod_id: str, cpu_millis: int, memory_bytes: int = GIB, *,
+             limit_millis: int | None = None, annotations: dict[str, str] | None = None,
+             name: str | None = None) -> PodInfo:
+    """A pod with pod-level cpu request ``cpu_millis`` (limit ``limit_millis``) and memory."""
+    limit = cpu_millis if limit_millis is None else limit_millis
+    return PodInfo(pod_id, name or pod_id, "default", f"uid-{pod_id}", annotations or {},
+                   shares_from_millis(cpu_millis), limit * PERIOD // 1000, PERIOD, memory_bytes)
+
+
+def ctr_info(pod: PodInfo, ctr_id: str, cpu_millis: int | None = None,
+             memory_bytes: int | None = None, *, limit_millis: int | None = None,
+             cpus: CPUSet | None = None, mems=None) -> ContainerInfo:  # type: ignore[no-untyped-def]
+    """A container; ``cpu_millis=None`` means no resources: it inherits the pod's limits."""
+    if cpu_millis is None:
+        return ContainerInfo(ctr_id, pod.id, ctr_id, {}, pod.cpu_shares, pod.cpu_quota,
+                             pod.cpu_period, pod.memory_limit_bytes, cpus, mems)
+    limit = cpu_millis if limit_millis is None else limit_millis
+    return ContainerInfo(ctr_id, pod.id, ctr_id, {}, shares_from_millis(cpu_millis),
+                         limit * PERIOD // 1000, PERIOD,
+                         memory_bytes if memory_bytes is not None else GIB // 4, cpus, mems)
+
+
+@dataclass
+class Node:
+    """A tiny driver: applies events in order like the plugin does, keeps the history."""
+
+    topo: Topology
+    cfg: Config
+    state: State = field(default_factory=State.empty)
+    pods: dict[str, PodInfo] = field(default_factory=dict)
+    at_create: dict[str, Assignment] = field(default_factory=dict)
+    changes: list[dict[str, Assignment]] = field(default_factory=list)
+
+    def run(self, pod: PodInfo) -> str:
+        d = policy.run_pod(self.topo, self.cfg, self.state, pod)
+        self.state, self.pods[pod.id] = d.state, pod
+        self.changes.append(dict(d.changed))
+        return d.reason
+
+    def create(self, ctr: ContainerInfo) -> Assignment:
+        d = policy.create_container(self.topo, self.cfg, self.state, self.pods[ctr.pod_id], ctr)
+        assert d.assignment is not None
+        self.state = d.state
+        self.at_create[ctr.id] = d.assignment
+        self.changes.append(dict(d.changed))
+        return d.assignment
+
+    def stop(self, ctr_id: str) -> None:
+        d = policy.stop_container(self.topo, self.cfg, self.state, ctr_id)
+        self.state = d.state
+        self.changes.append(dict(d.changed))
+
+    def cpus(self, ctr_id: str) -> str:
+        return str(self.state.containers[ctr_id].assignment.cpus)
+
+    def bubble(self, pod_id: str) -> str:
+        return str(self.state.pods[pod_id].bubble)
