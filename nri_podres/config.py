@@ -104,7 +104,7 @@ def load_config(text: str, source: str) -> Config:
         cpu=_cpu(tables.table("cpu")),
         memory=_memory(tables.table("memory")),
         plugin=_plugin(tables.table("plugin")),
-        state=StateConfig(dir=tables.table("state").string("dir", StateConfig.dir)),
+        state=StateConfig(dir=tables.table("state").string("dir", StateConfig().dir)),
         metrics=_metrics(tables.table("metrics")),
         log=_log(tables.table("log")),
     )
@@ -184,8 +184,8 @@ class _Reader:
 
 def _topology(t: _Reader) -> TopologyConfig:
     return TopologyConfig(
-        policy=t.choice("policy", POLICIES, TopologyConfig.policy),
-        scope=t.choice("scope", SCOPES, TopologyConfig.scope),
+        policy=t.choice("policy", POLICIES, TopologyConfig().policy),
+        scope=t.choice("scope", SCOPES, TopologyConfig().scope),
         prefer_closest_numa_nodes=t.boolean("prefer-closest-numa-nodes", False),
     )
 
@@ -220,17 +220,17 @@ def _memory(t: _Reader) -> MemoryConfig:
 
 
 def _plugin(t: _Reader) -> PluginConfig:
-    name = t.string("name", PluginConfig.name)
+    name = t.string("name", PluginConfig().name)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
         raise t.fail("name", name, "expected letters, digits, '.', '_' or '-'")
-    index = t.string("index", PluginConfig.index)
+    index = t.string("index", PluginConfig().index)
     if not re.fullmatch(r"\d\d", index):
         raise t.fail("index", index, "expected two digits, e.g. '90'")
     return PluginConfig(name=name, index=index)
 
 
 def _metrics(t: _Reader) -> MetricsConfig:
-    address = t.string("address", MetricsConfig.address)
+    address = t.string("address", MetricsConfig().address)
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise t.fail("address", address, "expected host:port, e.g. '127.0.0.1:9189'")
@@ -239,8 +239,8 @@ def _metrics(t: _Reader) -> MetricsConfig:
 
 def _log(t: _Reader) -> LogConfig:
     return LogConfig(
-        format=t.choice("format", LOG_FORMATS, LogConfig.format),
-        level=t.choice("level", LOG_LEVELS, LogConfig.level),
+        format=t.choice("format", LOG_FORMATS, LogConfig().format),
+        level=t.choice("level", LOG_LEVELS, LogConfig().level),
     )
 
 
