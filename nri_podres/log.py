@@ -20,8 +20,9 @@ A journal entry carries
   error 3, critical 2);
 - ``MESSAGE_ID``: :func:`message_id` of the event name: the UUID version 5 (SHA-1
   name-based) of the event name in the namespace ``uuid5(NAMESPACE_URL, "nri-podres")``,
-  as 32 hex digits. It is the same on every host and release, so
-  ``journalctl MESSAGE_ID=$(nri-podres ... )`` finds one kind of event across restarts;
+  as 32 hex digits. It is the same on every host and release, so one kind of event can
+  be found across restarts: ``journalctl MESSAGE_ID=$(python3 -c 'import uuid;
+  print(uuid.uuid5(uuid.uuid5(uuid.NAMESPACE_URL, "nri-podres"), "container_allocated").hex)')``;
 - ``SYSLOG_IDENTIFIER=nri-podres``;
 - every other field, its key upper-cased and reduced to ``[A-Z0-9_]`` (no leading
   ``_``, which journald reserves for trusted fields; no leading digit; 64 characters
