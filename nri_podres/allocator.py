@@ -263,13 +263,9 @@ def take_distributed(topo: Topology, free: CPUSet, n: int, group: int) -> CPUSet
     taken = CPUSet()
     for m in combo:
         taken |= take_packed(topo, CPUSet.from_bits(lay.numa_bits[m]) & free, per_node)
-    rest = n - per_node * len(combo)
-    for m in itertools.cycle(extra_nodes):
-        if rest <= 0:
-            break
+    for m in extra_nodes:
         node_free = CPUSet.from_bits(lay.numa_bits[m]) & free - taken
         taken |= take_packed(topo, node_free, group)
-        rest -= group
     return taken
 
 
@@ -297,32 +293,26 @@ def _best_distribution(
 def _score_combo(
     combo: tuple[int, ...], free_per: dict[int, int], n: int, group: int
 ) -> tuple[float, int, tuple[int, ...]] | None:
+    """Balance score of spreading n over combo: even share, then one group per extra node."""
     k = len(combo)
     if sum(free_per[m] for m in combo) < n:
         return None
     per_node = (n // k // group) * group
     if any(free_per[m] < per_node for m in combo):
         return None
+    after = dict(free_per)
+    for m in combo:
+        after[m] -= per_node
     rest = n - per_node * k
+    if rest == 0:
+        return round(pstdev(after.values()), 3), per_node, ()
+    spare = [m for m in combo if after[m] >= group]
     best: tuple[float, int, tuple[int, ...]] | None = None
-    for size in range(k, 0, -1):
-        for subset in itertools.combinations(combo, size):
-            if any(free_per[m] - per_node < group for m in subset):
-                continue
-            after = dict(free_per)
-            for m in combo:
-                after[m] -= per_node
-            left = rest
-            for m in itertools.cycle(subset):
-                if left <= 0:
-                    break
-                after[m] -= group
-                left -= group
-            if any(v < 0 for v in after.values()):
-                continue
-            score = round(pstdev([v for v in after.values()]), 3)
-            if best is None or score < best[0]:
-                best = (score, per_node, subset)
-        if rest == 0 and best is not None:
-            break
+    for subset in itertools.combinations(spare, rest // group):
+        trial = dict(after)
+        for m in subset:
+            trial[m] -= group
+        score = round(pstdev(trial.values()), 3)
+        if best is None or score < best[0]:
+            best = (score, per_node, subset)
     return best
