@@ -345,8 +345,15 @@ def machine_to_yaml(topo: Topology, comment: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _flow(mapping: Mapping[str, Any]) -> str:
-    return yaml.safe_dump(dict(mapping), default_flow_style=True, sort_keys=False, width=1 << 16).strip()
+def _flow(value: object) -> str:
+    """YAML flow style for the ints, strings, lists and mappings a machine file holds."""
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{_flow(k)}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    if isinstance(value, str) and (not value.isidentifier() or value in ("yes", "no", "on", "off", "null", "true", "false")):
+        return json.dumps(value)
+    return str(value)
 
 
 def synthetic(  # noqa: PLR0913 - one knob per level of a regular machine
