@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from nri_podres.allocator import allocate_cpus
+from nri_podres.allocator import allocate_cpus, take_by_topology
 from nri_podres.cpuset import CPUSet
 from nri_podres.errors import AdmissionError
 from nri_podres.placement import Context, PodMode, charge_memory, classify, pod_mode, pod_pool
@@ -180,8 +180,13 @@ def _top_up(ctx: Context, state: State, pod: PodRecord, short: int, notes: list[
     if len(avail) < short:
         notes.append(f"pod {pod.id} bubble short of {short} CPUs")
         return state
+    siblings = CPUSet()
+    for cpu in pod.reservation.cpus:
+        siblings |= ctx.topo.core_siblings(cpu)
+    own = siblings & avail  # finish the cores it has, then its own NUMA nodes
+    more = take_by_topology(ctx.topo, own, min(short, len(own)), ctx.options)
     home = ctx.topo.cpus_of_nodes(pod.reservation.numa)
-    more = allocate_cpus(ctx.topo, avail, short, home, ctx.options)
+    more |= allocate_cpus(ctx.topo, avail - more, short - len(more), home, ctx.options)
     numa = pod.reservation.numa | ctx.topo.nodes_of_cpus(more)
     res = replace(pod.reservation, cpus=pod.reservation.cpus | more, numa=numa)
     return state.with_pod(replace(pod, reservation=res))
