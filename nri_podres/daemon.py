@@ -6,15 +6,22 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
 
+from nri_podres import report
+from nri_podres.admin import AdminServer
 from nri_podres.checkpoint import CheckpointStore
 from nri_podres.config import Config
+from nri_podres.errors import AdmissionError
+from nri_podres.metrics import Metrics
+from nri_podres.nri.observer import MetricsObserver
+from nri_podres.placement import Context
+from nri_podres.resources import Decision
 from nri_podres.nri.stub import Stub
 from nri_podres.nri.transport import Connector, fd_connector, path_connector, run_forever
 from nri_podres.plugin import PodresPlugin
@@ -30,6 +37,8 @@ class DaemonOptions:
     state_dir: Path
     name: str
     index: str
+    admin_socket: str
+    metrics_address: str | None  # None: no exporter
 
 
 class BackgroundSaver:
@@ -82,6 +91,29 @@ async def _watchdog(notifier: Notifier | NullNotifier, interval_s: float) -> Non
         await asyncio.sleep(interval_s)
 
 
+def _decision_hook(metrics: Metrics | None, publish: Callable[[], None]) -> Callable[[str, Decision | AdmissionError], None]:
+    def on_decision(event: str, outcome: Decision | AdmissionError) -> None:
+        if metrics is not None:
+            if isinstance(outcome, AdmissionError):
+                metrics.count_rejection(outcome.reason)
+            elif event == "CreateContainer" and outcome.assignment is not None:
+                metrics.count_allocation()
+        if not isinstance(outcome, AdmissionError):
+            publish()
+
+    return on_decision
+
+
+def _admin_handlers(plugin: PodresPlugin, ctx: Context) -> dict[str, Callable[[dict[str, Any]], dict[str, Any]]]:
+    def status(_req: dict[str, Any]) -> dict[str, Any]:
+        return report.status(plugin.topology, ctx, plugin.state, plugin.reasons, plugin.synchronized)
+
+    def explain(req: dict[str, Any]) -> dict[str, Any]:
+        return report.explain(plugin.state, plugin.reasons, str(req.get("pod", "")))
+
+    return {"status": status, "explain": explain}
+
+
 async def serve(topology: Topology, config: Config, options: DaemonOptions, environ: Mapping[str, str]) -> int:
     store = CheckpointStore(options.state_dir)
     loaded = store.load()
@@ -89,15 +121,27 @@ async def serve(topology: Topology, config: Config, options: DaemonOptions, envi
         log.warning("checkpoint_ignored", problem=loaded.problem)
     saver = BackgroundSaver(store)
     notifier = Notifier.from_environ(environ)
+    ctx = Context(topology, config)
+    metrics = Metrics() if options.metrics_address else None
+    server = metrics.serve(options.metrics_address) if metrics and options.metrics_address else None
+    plugin: PodresPlugin
 
-    def synchronized(plugin: PodresPlugin) -> None:
-        notifier.ready(summary(plugin))
+    def publish() -> None:
+        if metrics is not None:
+            metrics.update_from(report.metrics_snapshot(topology, ctx, plugin.state))
 
-    plugin = PodresPlugin(topology, config, checkpoint=loaded.data, save=saver.submit, on_synchronized=synchronized)
+    def synchronized(p: PodresPlugin) -> None:
+        notifier.ready(summary(p))
+
+    plugin = PodresPlugin(topology, config, checkpoint=loaded.data, save=saver.submit,
+                          on_synchronized=synchronized, on_decision=_decision_hook(metrics, publish))
+    publish()
     stub = Stub(plugin, options.name, options.index)
     connect, reconnect = connector_from(environ, options.socket_path)
     log.info("plugin_starting", socket=options.socket_path, name=options.name, index=options.index,
-             cpus=str(topology.online), numa_nodes=len(topology.numa_nodes), state_dir=str(options.state_dir))
+             cpus=str(topology.online), numa_nodes=len(topology.numa_nodes), state_dir=str(options.state_dir),
+             admin_socket=options.admin_socket, metrics=f"http://{server.host}:{server.port}/metrics" if server else "off",
+             notes=list(topology.notes))
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     assert main is not None
@@ -108,7 +152,8 @@ async def serve(topology: Topology, config: Config, options: DaemonOptions, envi
     if interval:
         background.append(asyncio.create_task(_watchdog(notifier, interval)))
     try:
-        await run_forever(stub, connect, reconnect=reconnect)
+        async with AdminServer(options.admin_socket, _admin_handlers(plugin, ctx)):
+            await run_forever(stub, connect, reconnect=reconnect, observer=MetricsObserver(metrics, notifier))
     except asyncio.CancelledError:
         log.info("plugin_stopping", reason="signal")
     finally:
@@ -116,4 +161,6 @@ async def serve(topology: Topology, config: Config, options: DaemonOptions, envi
         for task in background:
             task.cancel()
         saver.flush()
+        if server is not None:
+            server.close()
     return 0

@@ -21,25 +21,29 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--machine", default=None, help="machine description file instead of sysfs (for testing)")
     parser.add_argument("--name", default=None, help="plugin name (default: NRI_PLUGIN_NAME, then [plugin] name)")
     parser.add_argument("--index", default=None, help="two-digit plugin index (default: NRI_PLUGIN_IDX, then [plugin] index)")
+    parser.add_argument("--admin-socket", default=None, help="root-only status socket (default: /run/nri-podres/admin.sock)")
+    parser.add_argument("--metrics-address", default=None, help="Prometheus exporter host:port (default: [metrics] address)")
+    parser.add_argument("--no-metrics", action="store_true", help="do not start the Prometheus exporter")
     parser.add_argument("--log-format", default=None, choices=["auto", "json", "console", "journal"])
     parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
 
 
 def execute(args: argparse.Namespace) -> int:
+    from nri_podres import admin, daemon, log
     from nri_podres import config as config_mod
-    from nri_podres import daemon, log
 
     try:
         cfg = _load_config(args.config, config_mod)
-        chosen = log.configure_logging(args.log_format or cfg.log.format, args.log_level or cfg.log.level)
+        log.configure_logging(args.log_format or cfg.log.format, args.log_level or cfg.log.level)
         topology = _load_topology(args)
         options = daemon.DaemonOptions(
             socket_path=args.socket,
             state_dir=Path(args.state_dir or cfg.state.dir),
             name=args.name or os.environ.get("NRI_PLUGIN_NAME") or cfg.plugin.name,
             index=args.index or os.environ.get("NRI_PLUGIN_IDX") or cfg.plugin.index,
+            admin_socket=args.admin_socket or admin.DEFAULT_SOCKET,
+            metrics_address=None if args.no_metrics or not cfg.metrics.enabled else (args.metrics_address or cfg.metrics.address),
         )
-        del chosen
         return asyncio.run(daemon.serve(topology, cfg, options, os.environ))
     except (ConfigError, TopologyError) as exc:
         print(f"nri-podres: {exc}", file=sys.stderr)
