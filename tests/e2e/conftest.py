@@ -154,29 +154,30 @@ def containerd() -> Iterator[Containerd]:
             lock.release()
             unavailable(_tool_failure(start))
     session = uuid.uuid4().hex[:12]
-    cri = Cri(
-        WORK_DIR / "containerd.sock",
-        WORK_DIR / "cri-stubs",
-        log_root=WORK_DIR / "pod-logs",
-        cgroup_parent=CGROUP_PARENT,
-        pod_labels={SESSION_LABEL: session},
-    )
-    env = Containerd(
-        work_dir=WORK_DIR,
-        cri=cri,
-        cri_socket=WORK_DIR / "containerd.sock",
-        nri_socket=WORK_DIR / "nri" / "nri.sock",
-        log_path=WORK_DIR / "containerd.log",
-        cgroup_parent=CGROUP_PARENT,
-        session=session,
-    )
+    cri = None
     try:
+        cri = Cri(
+            WORK_DIR / "containerd.sock",
+            WORK_DIR / "cri-stubs",
+            log_root=WORK_DIR / "pod-logs",
+            cgroup_parent=CGROUP_PARENT,
+            pod_labels={SESSION_LABEL: session},
+        )
         cri.wait_ready()
-        yield env
+        yield Containerd(
+            work_dir=WORK_DIR,
+            cri=cri,
+            cri_socket=WORK_DIR / "containerd.sock",
+            nri_socket=WORK_DIR / "nri" / "nri.sock",
+            log_path=WORK_DIR / "containerd.log",
+            cgroup_parent=CGROUP_PARENT,
+            session=session,
+        )
     finally:
-        if reuse:
-            cri.remove_all_pods({SESSION_LABEL: session})
-        cri.close()
+        if cri is not None:
+            if reuse:
+                cri.remove_all_pods({SESSION_LABEL: session})
+            cri.close()
         if lock is not None:
             _tool(CTRD_TOOLS / "containerd.sh", "stop", timeout_s=120)
             lock.release()

@@ -238,11 +238,11 @@ def remove_cgroup_tree(cgroup_path: str) -> None:
 
 
 def load_stubs(stubs_dir: str | Path) -> tuple[ModuleType, ModuleType]:
-    """Import ``api_pb2``/``api_pb2_grpc`` compiled by setup.sh."""
+    """Import ``cri_api_pb2``/``cri_api_pb2_grpc`` compiled by setup.sh."""
     path = str(stubs_dir)
     if path not in sys.path:
         sys.path.insert(0, path)
-    return importlib.import_module("api_pb2"), importlib.import_module("api_pb2_grpc")
+    return importlib.import_module("cri_api_pb2"), importlib.import_module("cri_api_pb2_grpc")
 
 
 # --- the client ---------------------------------------------------------------

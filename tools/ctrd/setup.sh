@@ -56,14 +56,16 @@ compile_cri_stubs() {
         || die "$PYTHON has no grpc_tools; run 'make venv' or set PYTHON"
     # stubs must match the protobuf/grpc runtime of the Python that imports them
     local stamp
-    stamp="$(sha256sum "$proto" | cut -c1-16) $("$PYTHON" -c \
+    stamp="cri_api $(sha256sum "$proto" | cut -c1-16) $("$PYTHON" -c \
         'import grpc_tools, google.protobuf as p; from importlib.metadata import version as v; print(v("grpcio-tools"), p.__version__)')"
     [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ] && return 0
     say "compiling CRI runtime.v1 API for $PYTHON"
     rm -rf "$out" && mkdir -p "$out"
-    # gogoproto options only matter to Go; without them no gogo.proto is needed
-    grep -v gogoproto "$proto" > "$out/api.proto"
-    "$PYTHON" -m grpc_tools.protoc -I"$out" --python_out="$out" --grpc_python_out="$out" "$out/api.proto"
+    # gogoproto options only matter to Go; without them no gogo.proto is needed.
+    # A distinct file name: NRI's API is also "api.proto", and both land in
+    # protobuf's default descriptor pool of one process.
+    grep -v gogoproto "$proto" > "$out/cri_api.proto"
+    "$PYTHON" -m grpc_tools.protoc -I"$out" --python_out="$out" --grpc_python_out="$out" "$out/cri_api.proto"
     echo "$stamp" > "$out/.stamp"
 }
 
