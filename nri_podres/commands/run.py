@@ -25,6 +25,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-address", default=None, help="Prometheus exporter host:port (default: [metrics] address)")
     parser.add_argument("--no-metrics", action="store_true", help="do not start the Prometheus exporter")
     parser.add_argument("--log-format", default=None, choices=["auto", "json", "console", "journal"])
+    parser.add_argument("--journal-socket", default="/run/systemd/journal/socket", help="journald's native socket (default: %(default)s)")
     parser.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
 
 
@@ -34,7 +35,7 @@ def execute(args: argparse.Namespace) -> int:
 
     try:
         cfg = _load_config(args.config, config_mod)
-        log.configure_logging(args.log_format or cfg.log.format, args.log_level or cfg.log.level)
+        log.configure_logging(args.log_format or cfg.log.format, args.log_level or cfg.log.level, journal_socket=args.journal_socket)
         topology = _load_topology(args)
         options = daemon.DaemonOptions(
             socket_path=args.socket,
