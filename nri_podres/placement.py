@@ -152,17 +152,19 @@ def classify(ctx: Context, mode: PodMode, pod: PodInfo, ctr: ContainerInfo) -> t
 
 
 def capacities(ctx: Context, state: State) -> dict[int, NodeCapacity]:
-    avail = ctx.avail(state)
+    avail = ctx.avail(state).bits
+    reserved = ctx.reserved.bits
     out = {}
     for node in ctx.topo.numa_nodes:
-        if not node.cpus:
+        cpus = node.cpus.bits
+        if not cpus:
             continue
         allocatable = ctx.memory_allocatable(node.id)
         charged = state.memory_charged_bytes(node.id)
         group, owners = state.memory_group(node.id)
         out[node.id] = NodeCapacity(
-            cpus_total=len(node.cpus - ctx.reserved),
-            cpus_free=len(node.cpus & avail),
+            cpus_total=(cpus & ~reserved).bit_count(),
+            cpus_free=(cpus & avail).bit_count(),
             memory_total_bytes=allocatable,
             memory_free_bytes=max(0, allocatable - charged),
             group=group,
@@ -321,7 +323,8 @@ def refresh(
     if node_pool != ctx.node_pool(old):
         for ctr_id in sorted(new.node_shared):
             ctr = new.containers[ctr_id]
-            if ctr.assignment.cpus != node_pool:
-                changed[ctr_id] = replace(ctr.assignment, cpus=node_pool)
+            a = ctr.assignment
+            if a.cpus != node_pool:
+                changed[ctr_id] = Assignment(node_pool, a.mems, a.pool, a.cpu_quota)
     changed.pop(skip, None)
     return new.with_assignments(changed), changed

@@ -164,8 +164,12 @@ class State:
             return self
         containers = dict(self.containers)
         for ctr_id, assignment in updates.items():
-            containers[ctr_id] = replace(containers[ctr_id], assignment=assignment)
-        return replace(self, containers=containers)
+            c = containers[ctr_id]
+            containers[ctr_id] = ContainerRecord(
+                c.id, c.pod_id, c.name, c.kind, c.cpus_requested, assignment, c.running,
+                c.reservation,
+            )
+        return State(self.pods, containers, self.by_pod, self.node_shared, self.totals)
 
     # --- queries --------------------------------------------------------------
 
