@@ -55,6 +55,8 @@ class PodresPlugin:
         self.state = decision.state
         self._pending.update(decision.changed)
         self.reasons[subject_id] = decision.reason
+        for cid, a in decision.changed.items():
+            self.reasons[cid] = f"moved to {a.pool.value} CPUs {a.cpus} at {event}: {decision.reason}"
         if self._save is not None:
             self._save(self.state.to_json())
         if self._on_decision is not None:
