@@ -27,7 +27,8 @@ from nri_podres.allocator import allocate_cpus, take_by_topology
 from nri_podres.cpuset import CPUSet
 from nri_podres.errors import AdmissionError
 from nri_podres.placement import Context, PodMode, charge_memory, classify, pod_mode, pod_pool
-from nri_podres.resources import Assignment, ContainerInfo, Decision, Kind, PodInfo
+from nri_podres.admission import admit_pod, place
+from nri_podres.resources import Assignment, ContainerInfo, Decision, Kind, PodInfo, request_from_pod
 from nri_podres.state import ContainerRecord, PodRecord, Reservation, State
 
 
@@ -116,8 +117,6 @@ def _adopt_pod(
 
 
 def _budget(pod: PodInfo, mode: PodMode) -> int:
-    from nri_podres.resources import request_from_pod
-
     return request_from_pod(pod).whole_cpus if mode is PodMode.BUBBLE else 0
 
 
@@ -159,8 +158,6 @@ def _node_slice(ctx: Context, state: State, ckpt: State, ctr: ContainerInfo, n: 
 def _admit_rest(
     ctx: Context, state: State, infos: Mapping[str, PodInfo], partial: Mapping[str, int], notes: list[str]
 ) -> State:
-    from nri_podres.policy import admit_pod
-
     for pod_id in sorted(infos):
         short = partial.get(pod_id, 0)
         if pod_id not in state.pods:
@@ -199,8 +196,6 @@ def _place_rest(
     kinds: Mapping[str, tuple[Kind, int]],
     notes: list[str],
 ) -> State:
-    from nri_podres.policy import place
-
     ordered = sorted(containers, key=lambda c: (kinds[c.id][1] == 0, c.pod_id, c.id))
     for ctr in ordered:
         if ctr.id in state.containers:
