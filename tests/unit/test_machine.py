@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,8 @@ from nri_podres.sysfs import read_topology
 from nri_podres.topology_view import topology_to_json
 
 MACHINES = Path(__file__).resolve().parents[1] / "fixtures" / "machines"
+REPO = Path(__file__).resolve().parents[2]
+SYSFS_DUMPS = Path(os.environ.get("NRI_PODRES_FIXTURES", REPO.parent / "shared" / "fixtures")) / "sysfs"
 GIB = 1 << 30
 
 Row = Callable[[int], tuple[int, int, int, int]]  # cpu -> (core, socket, numa, l3)
@@ -292,8 +295,6 @@ def test_quantities_and_defaults_in_files(tmp_path: Path) -> None:
 
 def test_discovered_machine_roundtrips_through_json() -> None:
     """A machine discovered from sysfs and saved as JSON loads back equal (sparse node ids too)."""
-    from tests.unit.test_sysfs import SYSFS_DUMPS  # noqa: PLC0415
-
     for dump in ("48amd64-4pa2n6c-sparse.tar.bz2", "offline-cpu0-node0.tar.bz2"):
         topo = read_topology(SYSFS_DUMPS / dump)
         assert machine_from_dict(json.loads(json.dumps(topology_to_json(topo)))) == topo

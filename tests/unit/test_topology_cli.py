@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from nri_podres.cli import main
-from tests.unit.test_sysfs import SYSFS_DUMPS
 
 MACHINES = Path(__file__).resolve().parents[1] / "fixtures" / "machines"
+REPO = Path(__file__).resolve().parents[2]
+SYSFS_DUMPS = Path(os.environ.get("NRI_PODRES_FIXTURES", REPO.parent / "shared" / "fixtures")) / "sysfs"
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -67,8 +69,6 @@ def test_table_is_aligned_and_complete(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_table_for_this_machine(capsys: pytest.CaptureFixture[str]) -> None:
     """The default source is /sys, and it shows this host's CPUs."""
-    import os  # noqa: PLC0415
-
     code, out, _ = run(capsys)
     assert code == 0
     assert f"{os.cpu_count()} online CPU" in out.splitlines()[0]
