@@ -123,9 +123,20 @@ class Topology:
     def core_siblings(self, cpu: int) -> CPUSet:
         return self.cores[self.by_id[cpu].core]
 
+    @cached_property
+    def _node_position(self) -> dict[int, int]:
+        return {n.id: i for i, n in enumerate(self.numa_nodes)}
+
     def distance(self, a: int, b: int) -> int:
-        """NUMA distance; 10 to itself and 20 elsewhere when the row is unknown."""
+        """NUMA distance; 10 to itself and 20 elsewhere when the row is unknown.
+
+        The kernel's row lists the nodes in id order, one entry per node, so with
+        sparse node ids (0, 8, 250...) the entry for ``b`` is at ``b``'s position.
+        """
         row = self.node[a].distance
+        pos = self._node_position[b]
+        if len(row) == len(self.numa_nodes):
+            return row[pos]
         if b < len(row):
             return row[b]
         return 10 if a == b else 20
