@@ -74,3 +74,30 @@ def test_nri_podres_topology_in_the_guest_reports_two_nodes(guest_runtime: Guest
         node: TWO_NODES.node_cpus(node) for node in range(TWO_NODES.nodes)
     }
     assert report["numa_nodes"]["1"]["distance"] == TWO_NODES.distance_row(1)
+
+
+def test_nri_podres_daemon_runs_in_the_guest_and_sigkill_restart_moves_nothing(guest_runtime: GuestRuntime) -> None:
+    guest_runtime.start_plugin("")
+    pod = PodSpec("bubble", cpu_millis=2000, memory_limit_bytes=256 * MiB, containers=(
+        ContainerSpec.guaranteed("main", 1000, 128 * MiB),
+        ContainerSpec("sidecar"),
+    ))
+    outcome = guest_runtime.run_pod(pod)
+    assert outcome.admitted, f"{outcome.error}\n{guest_runtime.plugin_log()[-3000:]}"
+    assert all(c.error is None for c in outcome.containers), outcome.containers
+
+    guest_runtime.kill_plugin()
+    guest_runtime.restart_plugin()
+
+    assert guest_runtime.plugin_alive()
+    assert guest_runtime.placements(outcome).containers == outcome.containers
+
+
+def test_four_node_guest_has_the_uneven_distances(numa_guest_4: Guest) -> None:
+    topology = numa_guest_4.topology
+    rows = [numa_guest_4.run(f"cat {NODE_SYSFS}/node{n}/distance").stdout.split() for n in range(topology.nodes)]
+    cpulists = [numa_guest_4.run(f"cat {NODE_SYSFS}/node{n}/cpulist").stdout.strip() for n in range(topology.nodes)]
+
+    assert [[int(d) for d in row] for row in rows] == [topology.distance_row(n) for n in range(topology.nodes)]
+    assert [CPUSet.parse(c) for c in cpulists] == [topology.node_cpus(n) for n in range(topology.nodes)]
+    assert topology.distance(0, 2) < topology.distance(0, 1)

@@ -56,6 +56,7 @@ class Agent:
         self._fd = fd
         self._write_lock = threading.Lock()
         self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._exit_codes: dict[int, int] = {}
         self._modules: dict[str, Any] = {}
         self._modules_lock = threading.Lock()
 
@@ -150,6 +151,8 @@ class Agent:
         return {"sent": True}
 
     def op_wait(self, pid: int, timeout_s: float = 0.0) -> dict[str, Any]:
+        if pid in self._exit_codes:
+            return {"rc": self._exit_codes[pid]}
         proc = self._children.get(pid)
         if proc is None:
             raise ValueError(f"pid {pid} was not spawned by this agent")
@@ -158,6 +161,7 @@ class Agent:
         except subprocess.TimeoutExpired:
             rc = None
         if rc is not None:
+            self._exit_codes[pid] = rc
             self._children.pop(pid, None)
         return {"rc": rc}
 
