@@ -129,7 +129,7 @@ def test_empty_pod_pool_refuses_the_sidecar() -> None:
     sim = Simulator(topo, CONFIG)
     result = run(sim, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "full"}, "spec": {
         "resources": {"limits": {"cpu": "2", "memory": "1Gi"}},
-        "containers": [{"name": "db", "resources": {"limits": {"cpu": "2", "memory": "1Gi"}}}, {"name": "late-sidecar"}],
+        "containers": [{"name": "db", "resources": {"limits": {"cpu": "2", "memory": "512Mi"}}}, {"name": "late-sidecar"}],
     }})
     assert not result["full"]["admitted"]
     assert result["full"]["error"]["reason"] == "EmptyPodSharedPoolError"
