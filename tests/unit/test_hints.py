@@ -105,3 +105,24 @@ def test_search_equals_enumeration(free: list[int], cpus: int) -> None:
     nodes = caps(free)
     hint = best_hint(topo, nodes, HintRequest(cpus, 0, "best-effort"))
     assert hint.mask == _brute_force(nodes, cpus)
+
+
+def test_cpu_and_memory_pulling_apart_still_gets_a_fitting_mask() -> None:
+    """Anti-correlated free CPU and memory on 24 nodes: a 2-D subset sum. The search
+    is exact within its step budget, then falls back to a greedy mask that fits."""
+    import random
+
+    topo = t.synthetic(2, 12, 2)
+    rng = random.Random(7)
+    for _ in range(20):
+        free = [rng.randint(0, 16) for _ in range(24)]
+        mem = [(16 - f) * GIB + rng.randint(0, GIB) for f in free]
+        nodes = {i: NodeCapacity(16, free[i], 32 * GIB, mem[i], NodeSet([i]), 0) for i in range(24)}
+        req = HintRequest(rng.randint(1, 150), rng.randint(1, 150) * GIB, "best-effort")
+        hint = best_hint(topo, nodes, req)
+        assert hint == best_hint(topo, nodes, req)
+        if hint.mask is not None:
+            assert sum(free[i] for i in hint.mask) >= req.cpus
+            assert sum(mem[i] for i in hint.mask) >= req.memory_bytes
+        else:
+            assert sum(free) < req.cpus or sum(mem) < req.memory_bytes

@@ -72,7 +72,7 @@ class Lifecycle(RuleBasedStateMachine):
         for cid, a in d.changed.items():
             assert after[cid] == a and before.get(cid) != a
         for cid, a in after.items():
-            if cid in before and before[cid] != a and (d.assignment is None or True):
+            if cid in before and before[cid] != a:
                 assert cid in d.changed or a == d.assignment, f"{cid} changed silently"
 
     @rule(budget=st.integers(1, 6), fractional=st.booleans(), burstable=st.booleans(),
