@@ -186,3 +186,19 @@ def test_plugin_started_after_pods_sees_them_in_synchronize(containerd: Containe
     synced = daemon.wait_for_event("plugin_synchronized")
     assert synced["pods"] >= 1
     assert synced["containers"] >= 1
+
+
+def test_update_resources_cannot_pull_an_exclusive_container_off_its_cpus(containerd: Containerd, cri: Cri, plugin, config: Path) -> None:
+    """An UpdateContainerResources that rewrites the cpuset (as a kubelet CPU manager would) is overridden:
+    the plugin re-asserts its own sets on the target."""
+    from cri import Resources
+
+    daemon = plugin(config)
+    sidecars, database = database_pod(cri)
+    db_cpus = truth(cri, database)[0]
+    cri.update_resources(database, Resources(1000, 1000, 128 * MiB, cpuset_cpus="0-1", cpuset_mems="0"))
+    daemon.wait_for_event("container_updated", container_name="database")
+    assert truth(cri, database) == (db_cpus, "0")
+    assert cri.container_status(database).cgroup_cpus() == db_cpus
+    other = "1" if db_cpus == "0" else "0"
+    assert truth(cri, sidecars[0])[0] == other
