@@ -117,16 +117,18 @@ class PodresPlugin:
         return updates
 
     def _checkpoint_state(self) -> State | None:
-        """The saved state, used once at the first Synchronize; later ones use memory."""
-        if self.state != State.empty() or self._checkpoint is None:
-            return self.state if self.state != State.empty() else None
+        """What the runtime cannot tell: the state in memory after a reconnect, else the
+        checkpoint read at start-up (used once)."""
+        if self.state.pods or self.state.containers:
+            return self.state
+        saved, self._checkpoint = self._checkpoint, None
+        if saved is None:
+            return None
         try:
-            return State.from_json(self._checkpoint)
+            return State.from_json(saved)
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("checkpoint_ignored", problem=f"checkpoint content is invalid: {exc}")
             return None
-        finally:
-            self._checkpoint = None
 
     def run_pod_sandbox(self, pod: pb.PodSandbox) -> None:
         info = convert.pod_from_pb(pod)
@@ -136,9 +138,10 @@ class PodresPlugin:
             self._refused("RunPodSandbox", exc, **_pod_fields(info))
             raise
         self._commit("RunPodSandbox", decision, info.id)
-        pod_rec = decision.state.pods.get(info.id) if hasattr(decision.state, "pods") else None
+        pod_rec = decision.state.pods.get(info.id)
+        bubble = pod_rec.bubble if pod_rec is not None else None
         log.info("pod_admitted", nri_event="RunPodSandbox", **_pod_fields(info),
-                 cpus=str(getattr(pod_rec, "bubble", "") or ""), reason=decision.reason,
+                 cpus=str(bubble) if bubble is not None else "", reason=decision.reason,
                  others_changed=len(decision.changed))
 
     def create_container(self, pod: pb.PodSandbox, container: pb.Container) -> tuple[pb.ContainerAdjustment | None, list[pb.ContainerUpdate]]:
