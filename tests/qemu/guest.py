@@ -220,6 +220,7 @@ class Guest:
         self.run_dir = run_dir
         self.boot_seconds = boot_seconds
         self.boots = boots
+        self.keep_run_dir = False  # set to keep console.log etc. after a clean shutdown
         self._channel = channel
 
     @property
@@ -247,8 +248,10 @@ class Guest:
             process, sock_path = cls._start_qemu(qemu, topology, qemu_dir, run_dir, cgroup, accel)
             try:
                 channel = cls._connect(process, sock_path, started_at=time.monotonic(), timeout_s=boot_timeout_s)
-            except GuestError as exc:
+            except BaseException as exc:
                 _kill(process)
+                if not isinstance(exc, GuestError):
+                    raise
                 saved = run_dir / f"console-try{attempt}.log"
                 with contextlib.suppress(OSError):
                     shutil.copy(run_dir / "console.log", saved)
@@ -291,8 +294,16 @@ class Guest:
             if time.monotonic() > deadline:
                 raise GuestError("qemu never created the agent socket")
             time.sleep(0.05)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(str(sock_path))
+        while True:  # the socket file appears at bind(), connections succeed after listen()
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(sock_path))
+                break
+            except (ConnectionRefusedError, FileNotFoundError):
+                sock.close()
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise GuestError("could not connect to the agent socket") from None
+                time.sleep(0.05)
         channel = AgentChannel(sock)
         while True:  # pings queue up until the agent opens its port; any answer means up
             if process.poll() is not None:
@@ -316,6 +327,8 @@ class Guest:
             except subprocess.TimeoutExpired:
                 _kill(self.process)
         self._channel.close()
+        if self.process.returncode == 0 and not self.keep_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def __enter__(self) -> Guest:
         return self
