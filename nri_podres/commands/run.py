@@ -37,6 +37,7 @@ def execute(args: argparse.Namespace) -> int:
         cfg = _load_config(args.config, config_mod)
         log.configure_logging(args.log_format or cfg.log.format, args.log_level or cfg.log.level, journal_socket=args.journal_socket)
         topology = _load_topology(args)
+        _check_config_fits(cfg, topology)
         options = daemon.DaemonOptions(
             socket_path=args.socket,
             state_dir=Path(args.state_dir or cfg.state.dir),
@@ -74,3 +75,11 @@ def _load_topology(args: argparse.Namespace) -> object:
     from nri_podres.sysfs import read_topology
 
     return read_topology(Path(args.sysfs))
+
+
+def _check_config_fits(cfg: object, topology: object) -> None:
+    """Reserved CPUs must be CPUs of this machine (the kubelet refuses them too)."""
+    online = topology.online  # type: ignore[attr-defined]
+    reserved = cfg.cpu.reserved_cpus  # type: ignore[attr-defined]
+    if not reserved <= online:
+        raise ConfigError(f"cpu.reserved-cpus: {str(reserved)!r} names CPU(s) {reserved - online} this machine does not have (online: {online})")
