@@ -190,15 +190,17 @@ def main() -> int:
     for case in ("restart (checkpoint)", "no checkpoint"):
         row = f"{'  ' + case:<{width}}" + "".join(f"{sync_table[label][case].cell():>18}" for label in labels)
         print(row)
-    print("\nCPU time of the same calls (median / p99), where the machine was busy:")
-    for n_pods in (250, 500):
-        for op in (OPS[0], OPS[1]):
+    print("\nCPU time of the same calls (thread time, median / p99): the plugin's own cost on a busy machine")
+    for n_pods in POD_COUNTS:
+        for op in OPS:
             row = f"{op + f' @{n_pods}':<{width}}"
-            row += "".join(
-                f"{table[(label, n_pods)][op].cpu_median_ms:>9.3f} / {table[(label, n_pods)][op].cpu_p99_ms:<6.3f}"
-                for label in labels
-            )
+            row += "".join(f"{table[(label, n_pods)][op].cpu_cell():>18}" for label in labels)
             print(row)
+        print()
+    for case in ("restart (checkpoint)", "no checkpoint"):
+        row = f"{'  Synchronize 500, ' + case:<{width}}"
+        row += "".join(f"{sync_table[label][case].cpu_cell():>18}" for label in labels)
+        print(row)
     print("\nIterations:")
     for label, text in counts.items():
         print(f"  {label}: {text}")

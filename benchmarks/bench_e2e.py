@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
 import statistics
 import subprocess
@@ -145,6 +146,16 @@ def overheads(samples: dict[str, Samples], variant: str, index: int) -> tuple[fl
     return diff, statistics.median(rounds)
 
 
+def interval(a: list[float], b: list[float], resamples: int = 2000) -> tuple[float, float]:
+    """95% bootstrap interval of median(a) - median(b): how far noise alone moves the overhead."""
+    rng = random.Random(1)
+    diffs = sorted(
+        statistics.median(rng.choices(a, k=len(a))) - statistics.median(rng.choices(b, k=len(b)))
+        for _ in range(resamples)
+    )
+    return percentile(diffs, 0.025), percentile(diffs, 0.975)
+
+
 def report(samples: dict[str, Samples], results: Results) -> None:
     print(f"{'variant':<18}{'n':>5}{'RunPodSandbox med':>19}{'p90':>8}{'CreateContainer med':>21}{'p90':>8}")
     for variant, s in samples.items():
@@ -162,6 +173,12 @@ def report(samples: dict[str, Samples], results: Results) -> None:
         print(f"  {call:<16} nri-podres {ours[0]:+7.2f} ({ours[1]:+.2f})   Go no-op {go[0]:+7.2f} ({go[1]:+.2f})"
               f"   ratio nri-podres/Go {ratio:.2f}")
         key = "run_pod" if index == 0 else "create"
+        base = samples["no plugin"].run_pod_ms if index == 0 else samples["no plugin"].create_ms
+        for variant, short in (("nri-podres", "podres"), ("Go no-op plugin", "go")):
+            mine = samples[variant].run_pod_ms if index == 0 else samples[variant].create_ms
+            lo, hi = interval(mine, base)
+            print(f"  {'':<16}   {variant} overhead, 95% bootstrap interval: [{lo:+.2f}, {hi:+.2f}] ms")
+            results.put(f"{key}|overhead_{short}_ci_ms", [lo, hi])
         results.put(f"{key}|overhead_podres_ms", ours[0])
         results.put(f"{key}|overhead_go_ms", go[0])
         results.put(f"{key}|overhead_podres_rounds_ms", ours[1])

@@ -28,6 +28,9 @@ class Stats:
     def cell(self) -> str:
         return f"{fmt_ms(self.median_ms)} / {fmt_ms(self.p99_ms)}"
 
+    def cpu_cell(self) -> str:
+        return f"{fmt_ms(self.cpu_median_ms)} / {fmt_ms(self.cpu_p99_ms)}"
+
 
 def fmt_ms(ms: float) -> str:
     if ms >= 100:
