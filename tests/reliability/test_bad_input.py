@@ -1,0 +1,339 @@
+"""Bad input wherever a user or the runtime can reach the daemon, checked on the real process.
+
+Each case gets a clear, specific error (the tests assert its text) and leaves
+everything else running. The unit tests hold the per-function tables (config
+keys, annotations, sysfs fallbacks, checkpoint files); here the same mistakes
+go through ``nri-podres run`` and ``simulate`` as a person or a runtime makes them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nri_podres import admin
+from nri_podres._proto import api_pb2 as pb
+from nri_podres.config import load_config
+from nri_podres.podspec import pod_from_manifest
+from nri_podres.simulate import Simulator
+from nri_podres.ttrpc import Code
+from tests import topologies as t
+from tests.protocol.fake_runtime import FakeRuntime
+
+REPO = Path(__file__).resolve().parents[2]
+MACHINE = REPO / "examples" / "dual-socket-32cpu.yaml"  # 2 NUMA nodes x 16 CPUs, 64Gi each
+EX_CONFIG = 78
+GIB = 1 << 30
+
+
+def run_argv(tmp_path: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "nri_podres", "run", "--socket", str(tmp_path / "nri.sock"),
+            "--state-dir", str(tmp_path / "state"), "--admin-socket", str(tmp_path / "admin.sock"),
+            "--no-metrics", "--log-format", "json", *extra]
+
+
+def run_once(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """A daemon that is expected to exit by itself (a bad configuration)."""
+    return subprocess.run(run_argv(tmp_path, *extra), capture_output=True, text=True, timeout=30, check=False, cwd=REPO)
+
+
+# --- configuration: exit 78 and a message naming the key ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[cpu]\nreserved-cpus = "0-x"', ["cpu.reserved-cpus", "'0-x'"]),
+        ('[cpu]\nreserved-cpus = "40-41"', ["cpu.reserved-cpus", "'40-41'", "CPU(s) 40-41 this machine does not have", "online: 0-31"]),
+        ('[topology]\npolicy = "strict"', ["topology.policy", "'strict'"]),
+        ('[plugin]\nindex = "9"', ["plugin.index", "'9'"]),
+        ('[memory]\nreserved = { "0" = "lots" }', ["memory.reserved.0", "'lots'"]),
+        ('[cpu]\nfull-pcpu-only = true', ["cpu.full-pcpu-only", "unknown key"]),
+        ("[cpu\n", ["invalid TOML"]),
+    ],
+)
+def test_malformed_config_exits_78_naming_the_key(tmp_path: Path, text: str, expected: list[str]) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(text)
+    proc = run_once(tmp_path, "--machine", str(MACHINE), "--config", str(config))
+    assert proc.returncode == EX_CONFIG, proc.stderr
+    assert proc.stderr.startswith(f"nri-podres: {config}: ") or "reserved-cpus" in proc.stderr
+    for fragment in expected:
+        assert fragment in proc.stderr
+    assert not (tmp_path / "admin.sock").exists()  # it stopped before serving anything
+
+
+@pytest.mark.parametrize(("make", "expected"), [
+    (lambda p: p / "missing.toml", "config file {p} does not exist"),
+    (lambda p: (p / "dir.toml").mkdir() or p / "dir.toml", "cannot read config file {p}: Is a directory"),
+])
+def test_unreadable_config_file_exits_78(tmp_path: Path, make: Any, expected: str) -> None:
+    path = make(tmp_path)
+    proc = run_once(tmp_path, "--machine", str(MACHINE), "--config", str(path))
+    assert (proc.returncode, proc.stderr.strip()) == (EX_CONFIG, "nri-podres: " + expected.format(p=path))
+
+
+def test_sysfs_without_a_cpu_tree_exits_78_naming_the_path(tmp_path: Path) -> None:
+    empty = tmp_path / "sys"
+    empty.mkdir()
+    proc = run_once(tmp_path, "--sysfs", str(empty))
+    assert proc.returncode == EX_CONFIG
+    assert proc.stderr.strip() == f"nri-podres: no devices/system/cpu directory found in '{empty}'"
+
+
+# --- a daemon process in front of a fake runtime --------------------------------------
+
+
+@dataclass
+class Running:
+    proc: asyncio.subprocess.Process
+    runtime: FakeRuntime
+    log_path: Path
+    admin_socket: Path
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
+
+    def event(self, name: str) -> dict[str, Any]:
+        found = [e for e in self.events() if e["event"] == name]
+        assert found, f"no {name} in:\n{self.log_path.read_text()[-3000:]}"
+        return found[0]
+
+    async def status(self) -> dict[str, Any]:
+        return await asyncio.to_thread(admin.query, self.admin_socket, {"cmd": "status"})
+
+    async def call(self, method: str, request: Any) -> Any:
+        return await self.runtime.call(method, request, timeout_s=10)
+
+
+@contextlib.asynccontextmanager
+async def daemon(tmp_path: Path, *extra: str) -> AsyncIterator[Running]:
+    """``nri-podres run`` on a 2-NUMA machine file, connected to a fake runtime that has configured it."""
+    accepted: asyncio.Queue[FakeRuntime] = asyncio.Queue()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        rt = FakeRuntime(reader, writer)
+        asyncio.get_running_loop().create_task(rt.pump())
+        await accepted.put(rt)
+
+    server = await asyncio.start_unix_server(accept, str(tmp_path / "nri.sock"))
+    log_path = tmp_path / "daemon.log"
+    config = tmp_path / "config.toml"
+    config.write_text('[cpu]\nreserved-cpus = "0"\n[topology]\npolicy = "single-numa-node"\n')
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *run_argv(tmp_path, "--machine", str(MACHINE), "--config", str(config), *extra),
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        rt = await asyncio.wait_for(accepted.get(), 20)
+        await asyncio.wait_for(rt.registered, 10)
+        running = Running(proc, rt, log_path, tmp_path / "admin.sock")
+        resp = await running.call("Configure", pb.ConfigureRequest(runtime_name="containerd", runtime_version="1.7.24"))
+        assert resp.code == 0
+        yield running
+        assert proc.returncode is None, f"daemon exited {proc.returncode}:\n{log_path.read_text()[-3000:]}"
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 10)
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        server.close()
+
+
+def resources(cpu_millis: int, memory_bytes: int) -> pb.LinuxResources:
+    res = pb.LinuxResources()
+    res.cpu.shares.value = cpu_millis * 1024 // 1000
+    res.cpu.quota.value = cpu_millis * 100
+    res.cpu.period.value = 100000
+    res.memory.limit.value = memory_bytes
+    return res
+
+
+def pod(name: str, cpu_millis: int = 0, memory_bytes: int = 0, annotations: dict[str, str] | None = None) -> pb.PodSandbox:
+    p = pb.PodSandbox(id=f"id-{name}", name=name, namespace="default", uid=f"uid-{name}")
+    p.annotations.update(annotations or {})
+    if cpu_millis:
+        p.linux.pod_resources.CopyFrom(resources(cpu_millis, memory_bytes))
+    return p
+
+
+def container(p: pb.PodSandbox, name: str, cpu_millis: int = 0, memory_bytes: int = 0) -> pb.Container:
+    c = pb.Container(id=f"{p.id}-{name}", pod_sandbox_id=p.id, name=name, state=pb.CONTAINER_CREATED)
+    if cpu_millis:
+        c.linux.resources.CopyFrom(resources(cpu_millis, memory_bytes))
+    return c
+
+
+def run_pod(p: pb.PodSandbox) -> pb.StateChangeEvent:
+    return pb.StateChangeEvent(event=pb.RUN_POD_SANDBOX, pod=p)
+
+
+@pytest.mark.parametrize(("content", "problem"), [
+    ("{not json", "is corrupt: Expecting property name enclosed in double quotes"),
+    ('{"version": 99, "state": {}}', "has unsupported format version 99 (want 1)"),
+    ("[]", "has unsupported format version None (want 1)"),
+    (None, "cannot read {path}: Is a directory"),
+])
+def test_corrupt_or_unreadable_checkpoint_is_logged_and_the_daemon_serves(tmp_path: Path, content: str | None, problem: str) -> None:
+    """checkpoint_ignored names the file and the reason; the daemon registers, synchronizes and places pods."""
+    path = tmp_path / "state" / "checkpoint.json"
+    path.parent.mkdir()
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_text(content)
+
+    async def scenario() -> None:
+        async with daemon(tmp_path) as d:
+            ignored = d.event("checkpoint_ignored")
+            assert str(path) in ignored["problem"] and problem.format(path=path) in ignored["problem"]
+            assert (await d.call("Synchronize", pb.SynchronizeRequest())).code == 0
+            db = pod("db", 2000, GIB)
+            assert (await d.call("StateChange", run_pod(db))).code == 0
+            assert [p["name"] for p in (await d.status())["pods"]] == ["db"]
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_checkpoint_with_invalid_content_is_ignored_at_synchronize(tmp_path: Path) -> None:
+    """Valid JSON of the right version but nonsense inside: reported at the first Synchronize, runtime's view wins."""
+    path = tmp_path / "state" / "checkpoint.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"version": 1, "state": {"pods": {"x": {"bubble": "not-a-cpuset"}}}}))
+
+    async def scenario() -> None:
+        async with daemon(tmp_path) as d:
+            synced = await d.call("Synchronize", pb.SynchronizeRequest(pods=[pod("survivor", 1000, GIB)]))
+            assert synced.code == 0
+            assert d.event("checkpoint_ignored")["problem"].startswith("checkpoint content is invalid: ")
+            assert [p["name"] for p in (await d.status())["pods"]] == ["survivor"]
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_runtime_bad_requests_get_specific_errors_and_change_nothing(tmp_path: Path) -> None:
+    """Impossible budgets, bad annotations, over-budget containers and ids never announced: each answered
+    with its own error, while the good pod beside them keeps its CPUs and the daemon keeps serving."""
+
+    async def scenario() -> None:
+        async with daemon(tmp_path) as d:
+            assert (await d.call("Synchronize", pb.SynchronizeRequest())).code == 0
+            good = pod("good", 4000, 4 * GIB)
+            assert (await d.call("StateChange", run_pod(good))).code == 0
+            app = pb.CreateContainerResponse.FromString(
+                (await d.call("CreateContainer", pb.CreateContainerRequest(pod=good, container=container(good, "app", 2000, GIB)))).payload)
+            before = await d.status()
+
+            refusals = [
+                (run_pod(pod("whole-node", 40000, GIB)), "TopologyAffinityError: ", "asked for 40 CPUs and 1Gi memory under policy single-numa-node; free per NUMA node: 0: 11 CPUs"),
+                (run_pod(pod("bigger-than-numa", 17000, GIB)), "TopologyAffinityError: ", "asked for 17 CPUs"),
+                (run_pod(pod("memory", 1000, 200 * GIB)), "TopologyAffinityError: ", "200Gi memory"),
+                (run_pod(pod("maybe", 1000, GIB, {"podres.nri.io/opt-out": "maybe"})), "InvalidAnnotation: ", "podres.nri.io/opt-out: 'maybe' is not 'true' or 'false'"),
+                (run_pod(pod("nowhere", 1000, GIB, {"podres.nri.io/numa-node": "7"})), "InvalidAnnotation: ", "podres.nri.io/numa-node: '7' is not a list of this machine's NUMA nodes (0-1)"),
+            ]
+            for request, reason, detail in refusals:
+                resp = await d.call("StateChange", request)
+                assert resp.code == Code.RESOURCE_EXHAUSTED, resp.message
+                assert resp.message.startswith(reason) and detail in resp.message, resp.message
+
+            small = pod("small", 2000, GIB)
+            assert (await d.call("StateChange", run_pod(small))).code == 0
+            too_big = await d.call("CreateContainer", pb.CreateContainerRequest(pod=small, container=container(small, "app", 3000, GIB // 2)))
+            assert too_big.code == Code.RESOURCE_EXHAUSTED
+            assert "exclusive container app requests 3 cpus, but only 2 available in pod default/small" in too_big.message
+            greedy = await d.call("CreateContainer", pb.CreateContainerRequest(pod=small, container=container(small, "all", 2000, GIB // 2)))
+            assert greedy.code == 0
+            side = await d.call("CreateContainer", pb.CreateContainerRequest(pod=small, container=container(small, "sidecar")))
+            assert side.code == Code.RESOURCE_EXHAUSTED and side.message.startswith("EmptyPodSharedPoolError: ")
+
+            ghost = pb.Container(id="never-announced", pod_sandbox_id="id-ghost", name="ghost", state=pb.CONTAINER_RUNNING)
+            for method, request in [
+                ("UpdateContainer", pb.UpdateContainerRequest(pod=pod("ghost"), container=ghost, linux_resources=resources(8000, GIB))),
+                ("StopContainer", pb.StopContainerRequest(pod=pod("ghost"), container=ghost)),
+                ("StateChange", pb.StateChangeEvent(event=pb.REMOVE_CONTAINER, pod=pod("ghost"), container=ghost)),
+                ("StateChange", pb.StateChangeEvent(event=pb.REMOVE_POD_SANDBOX, pod=pod("ghost"))),
+            ]:
+                resp = await d.call(method, request)
+                assert resp.code == 0, f"{method}: {resp.message}"
+                if method != "StateChange":
+                    assert not pb.UpdateContainerResponse.FromString(resp.payload).update  # nobody is moved
+
+            after = await d.status()
+            good_before = next(p for p in before["pods"] if p["name"] == "good")
+            good_after = next(p for p in after["pods"] if p["name"] == "good")
+            assert good_after == good_before
+            assert good_after["containers"][0]["cpus"] == app.adjust.linux.resources.cpu.cpus
+            assert sorted(p["name"] for p in after["pods"]) == ["good", "small"]
+
+    asyncio.run(asyncio.wait_for(scenario(), 90))
+
+
+# --- simulate: the same mistakes in manifests -------------------------------------------
+
+
+def manifest(name: str, cpu: str, memory: str = "1Gi", annotations: dict[str, str] | None = None,
+             containers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "annotations": annotations or {}},
+        "spec": {
+            "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": {"cpu": cpu, "memory": memory}},
+            "containers": containers or [{"name": "app", "image": "x"}],
+        },
+    }
+
+
+def exclusive(name: str, cpu: str) -> dict[str, Any]:
+    return {"name": name, "image": "x", "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}, "limits": {"cpu": cpu, "memory": "256Mi"}}}
+
+
+@pytest.mark.parametrize(("doc", "admitted", "error"), [
+    (manifest("zero", "0"), True, None),  # no CPU budget: an ordinary pod on the node shared pool
+    (manifest("fraction", "1500m"), True, None),  # fractional budget: memory pinned, CPUs shared (no bubble)
+    (manifest("node", "13"), False, "TopologyAffinityError: Pod Scope pod with pod-level resources failed admission under pod-scope topology manager: asked for 13 CPUs and 1Gi memory under policy single-numa-node; free per NUMA node: 0: 5 CPUs, 15Gi; 1: 6 CPUs, 16Gi"),
+    (manifest("opt", "2", annotations={"podres.nri.io/opt-out": "yes"}), False, "InvalidAnnotation: podres.nri.io/opt-out: 'yes' is not 'true' or 'false'"),
+    (manifest("numa", "2", annotations={"podres.nri.io/numa-node": "0-9"}), False, "InvalidAnnotation: podres.nri.io/numa-node: '0-9' is not a list of this machine's NUMA nodes (0-1)"),
+    (manifest("over", "2", containers=[exclusive("app", "3")]), False, "exclusive container app requests 3 cpus, but only 2 available in pod default/over"),
+    (manifest("half", "2", containers=[exclusive("app", "1500m"), {"name": "side", "image": "x"}]), True, None),
+])
+def test_simulated_budgets_and_annotations(doc: dict[str, Any], admitted: bool, error: str | None) -> None:
+    """Budgets that cannot be placed and annotations that do not parse are refused with their reason; others placed."""
+    sim = Simulator(t.dual_socket_ht(memory_bytes=16 * GIB), load_config('[topology]\npolicy = "single-numa-node"', "t"))
+    sim.apply(pod_from_manifest(doc, "doc"))
+    result = sim.result()["pods"][0]
+    assert result["admitted"] is admitted, result
+    if error is not None:
+        assert error in f"{result['error']['reason']}: {result['error']['message']}"
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("kind: Deployment\nmetadata: {name: x}\n", "m.yaml document 1: kind 'Deployment' is not supported (want Pod)"),
+    ("kind: Pod\nmetadata: {}\nspec: {containers: [{name: a}]}\n", "m.yaml document 1: metadata.name is required"),
+    ("kind: Pod\nmetadata: {name: x}\nspec: {containers: [{name: a, resources: {requests: {cpu: '0.0001'}}}]}\n", "is not a whole number of millicpus"),
+    ("kind: Pod\nmetadata: {name: x}\nspec: {containers: [{name: a, resources: {requests: {cpu: '2'}, limits: {cpu: '1'}}}]}\n", "cpu request 2000m exceeds the limit 1000m"),
+    ("kind: Pod\nmetadata: {name: x}\nspec: {containers: [{name: a, resources: {requests: {memory: '-1Gi'}}}]}\n", "is negative"),
+    ("- [unbalanced\n", "m.yaml: not valid YAML"),
+    ("{delete: nobody}\n", "m.yaml document 1: delete of unknown pod 'nobody'"),
+])
+def test_simulate_cli_rejects_malformed_manifests_with_exit_2(tmp_path: Path, text: str, error: str) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "nri_podres", "simulate", "--machine", str(MACHINE), str(path)],
+                          capture_output=True, text=True, timeout=30, check=False, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.startswith("nri-podres simulate: ")
+    assert error.replace("m.yaml", str(path)) in proc.stderr or error in proc.stderr
+
