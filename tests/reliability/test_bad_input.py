@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -233,3 +235,31 @@ def test_simulate_cli_rejects_malformed_manifests_with_exit_2(tmp_path: Path, te
     assert proc.stderr.startswith("nri-podres simulate: ")
     assert error.replace("m.yaml", str(path)) in proc.stderr or error in proc.stderr
 
+
+
+def test_sysfs_with_missing_files_starts_and_names_every_fallback(tmp_path: Path) -> None:
+    """Only the online list and bare cpuN directories: the daemon runs, and its first log line lists what it assumed."""
+    sysfs = tmp_path / "sys"
+    (sysfs / "devices/system/cpu").mkdir(parents=True)
+    (sysfs / "devices/system/cpu/online").write_text("0-3\n")
+    for cpu in range(4):
+        (sysfs / f"devices/system/cpu/cpu{cpu}").mkdir()
+    log_path = tmp_path / "daemon.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(run_argv(tmp_path, "--sysfs", str(sysfs)), stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        for _ in range(200):
+            lines = [json.loads(x) for x in log_path.read_text().splitlines() if x.startswith("{")]
+            if any(e["event"] == "nri_disconnected" for e in lines):
+                break
+            assert proc.poll() is None, log_path.read_text()
+            time.sleep(0.05)
+        starting = next(e for e in lines if e["event"] == "plugin_starting")
+        assert (starting["cpus"], starting["numa_nodes"]) == ("0-3", 1)
+        notes = " | ".join(starting["notes"])
+        for fallback in ("no NUMA node information", "one L3 group per socket", "no thread_siblings", "no physical_package_id"):
+            assert fallback in notes
+        assert proc.poll() is None  # still running, dialling the runtime
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
