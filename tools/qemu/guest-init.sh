@@ -14,7 +14,8 @@ mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t tmpfs -o mode=755 tmpfs /run
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# /tmp stays the host's (read through the overlay, writes land in its RAM upper
+# layer): the checkout under test may live there, and the guest runs it in place.
 mount -t tmpfs -o mode=755 tmpfs /sys/fs/cgroup
 if [ "$cgroup" = v1 ]; then
     for c in cpuset cpu cpuacct memory devices freezer blkio pids hugetlb; do
