@@ -47,6 +47,7 @@ def create_container(
     topo: Topology, cfg: Config, state: State, pod: PodInfo, ctr: ContainerInfo
 ) -> Decision:
     """The container's assignment, and every other container it changes."""
+    _check_identity(pod, ctr)
     ctx = Context(topo, cfg)
     known = state.containers.get(ctr.id)
     if known is not None and known.running:
@@ -58,6 +59,17 @@ def create_container(
     record, reason = place(ctx, base, ctr)
     new, changed = refresh(ctx, state, base.with_container(record), [ctr.pod_id], ctr.id)
     return Decision(new, record.assignment, changed, prefix + reason)
+
+
+def _check_identity(pod: PodInfo, ctr: ContainerInfo) -> None:
+    """A runtime always names the container and its pod; an empty id would alias "no container"."""
+    if not ctr.id:
+        raise AdmissionError("InvalidRequest", f"container {ctr.name!r} of pod {pod.namespace}/{pod.name} has no id")
+    if not ctr.pod_id or (pod.id and ctr.pod_id != pod.id):
+        raise AdmissionError(
+            "InvalidRequest",
+            f"container {ctr.name!r} names pod sandbox {ctr.pod_id!r} but arrived with pod {pod.namespace}/{pod.name} ({pod.id!r})",
+        )
 
 
 def stop_container(topo: Topology, cfg: Config, state: State, ctr_id: str) -> Decision:
