@@ -20,7 +20,10 @@ from typing import Any
 import pytest
 
 from nri_podres._proto import api_pb2 as pb
-from nri_podres.config import load_config
+from nri_podres.config import default_config, load_config
+from nri_podres.errors import RPCError
+from nri_podres.nri.stub import PLUGIN_SERVICE, Stub
+from nri_podres.plugin import PodresPlugin
 from nri_podres.podspec import pod_from_manifest
 from nri_podres.simulate import Simulator
 from nri_podres.ttrpc import Code
@@ -263,3 +266,22 @@ def test_sysfs_with_missing_files_starts_and_names_every_fallback(tmp_path: Path
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+@pytest.mark.parametrize(("ctr_id", "sandbox", "error"), [
+    ("", "id-b", "InvalidRequest: container 'x' of pod default/b has no id"),
+    ("c1", "", "InvalidRequest: container 'x' names pod sandbox '' but arrived with pod default/b ('id-b')"),
+    ("c1", "id-other", "InvalidRequest: container 'x' names pod sandbox 'id-other' but arrived with pod default/b ('id-b')"),
+])
+def test_container_without_identity_is_refused(ctr_id: str, sandbox: str, error: str) -> None:
+    """Found by fuzzing: a container with an empty id aliased "no container" and was left on CPUs an
+    exclusive container then took. A runtime always names both; anything else is refused as such."""
+
+    stub = Stub(PodresPlugin(t.dual_socket_ht(memory_bytes=16 * GIB), default_config()), "podres", "90")
+    b = pod("b", 1000, GIB)
+    stub.handle(PLUGIN_SERVICE, "StateChange", run_pod(b).SerializeToString())
+    bad = pb.Container(id=ctr_id, pod_sandbox_id=sandbox, name="x", state=pb.CONTAINER_CREATED)
+    with pytest.raises(RPCError) as err:
+        stub.handle(PLUGIN_SERVICE, "CreateContainer", pb.CreateContainerRequest(pod=b, container=bad).SerializeToString())
+    assert (err.value.code, err.value.message) == (Code.RESOURCE_EXHAUSTED, error)
+    assert not stub.plugin.state.containers

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,7 +35,9 @@ from tests.protocol.fake_runtime import FakeRuntime
 
 SMALL_FRAME_BYTES = 512  # small limits so that hypothesis reaches them
 SMALL_MESSAGE_BYTES = 256
-FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# NRI_PODRES_FUZZ_EXAMPLES scales every fuzz test up (e.g. 20000 for a long run).
+EXAMPLES = int(os.environ.get("NRI_PODRES_FUZZ_EXAMPLES", "300"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 chunks = st.lists(st.binary(max_size=300), max_size=12)
 
 
@@ -316,7 +319,7 @@ def assert_sound(plugin: PodresPlugin) -> None:
                 assert r.assignment.cpus and not (r.assignment.cpus & seen)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=EXAMPLES * 2 // 3, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(nri_calls(), max_size=14))
 def test_arbitrary_nri_events_never_crash_a_handler_nor_break_an_invariant(calls: list[tuple[str, bytes]]) -> None:
     """Structurally valid but arbitrary NRI requests (unknown ids, absurd numbers, bad annotations and sets,
