@@ -22,6 +22,7 @@ from nri_podres.metrics import Metrics
 from nri_podres.nri.observer import MetricsObserver
 from nri_podres.placement import Context
 from nri_podres.resources import Decision
+from nri_podres.state import State
 from nri_podres.nri.stub import Stub
 from nri_podres.nri.transport import Connector, fd_connector, path_connector, run_forever
 from nri_podres.plugin import PodresPlugin
@@ -42,31 +43,44 @@ class DaemonOptions:
 
 
 class BackgroundSaver:
-    """Writes checkpoints off the event loop; only the newest pending state is written."""
+    """Writes checkpoints off the reply path.
 
-    def __init__(self, store: CheckpointStore) -> None:
+    States are immutable, so the newest one is simply kept; a write starts
+    ``delay_s`` after the first change (coalescing a burst of events into one
+    write) and serializes and writes in a worker thread.
+    """
+
+    def __init__(self, store: CheckpointStore, delay_s: float = 0.05) -> None:
         self._store = store
-        self._latest: dict[str, Any] | None = None
-        self._task: asyncio.Future[None] | None = None
+        self._delay_s = delay_s
+        self._latest: State | None = None
+        self._task: asyncio.Task[None] | None = None
 
-    def submit(self, state_json: dict[str, Any]) -> None:
-        self._latest = state_json
+    def submit(self, state: State) -> None:
+        self._latest = state
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._drain())
 
     async def _drain(self) -> None:
+        await asyncio.sleep(self._delay_s)
         while self._latest is not None:
-            doc, self._latest = self._latest, None
+            state, self._latest = self._latest, None
             try:
-                await asyncio.to_thread(self._store.save, doc)
+                await asyncio.to_thread(self._write, state)
             except OSError as exc:
                 log.error("checkpoint_write_failed", path=str(self._store.path), error=exc.strerror)
 
-    def flush(self) -> None:
-        """Synchronously write what is pending (at shutdown)."""
+    def _write(self, state: State) -> None:
+        self._store.save(state.to_json())
+
+    async def close(self) -> None:
+        """Let a write in flight finish (so it cannot land after ours), then write what is pending."""
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
         if self._latest is not None:
             with contextlib.suppress(OSError):
-                self._store.save(self._latest)
+                self._write(self._latest)
             self._latest = None
 
 
@@ -160,7 +174,7 @@ async def serve(topology: Topology, config: Config, options: DaemonOptions, envi
         notifier.stopping()
         for task in background:
             task.cancel()
-        saver.flush()
+        await saver.close()
         if server is not None:
             server.close()
     return 0

@@ -34,7 +34,7 @@ class PodresPlugin:
         config: Config,
         *,
         checkpoint: dict[str, Any] | None = None,
-        save: Callable[[dict[str, Any]], None] | None = None,
+        save: Callable[[State], None] | None = None,
         on_synchronized: Callable[[PodresPlugin], None] | None = None,
         on_decision: Callable[[str, Decision | AdmissionError], None] | None = None,
     ) -> None:
@@ -58,7 +58,7 @@ class PodresPlugin:
         for cid, a in decision.changed.items():
             self.reasons[cid] = f"moved to {a.pool.value} CPUs {a.cpus} at {event}: {decision.reason}"
         if self._save is not None:
-            self._save(self.state.to_json())
+            self._save(self.state)  # immutable: serialized later, off the reply path
         if self._on_decision is not None:
             self._on_decision(event, decision)
 

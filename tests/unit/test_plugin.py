@@ -94,7 +94,7 @@ def test_changes_without_a_reply_ride_on_the_next_one() -> None:
 def test_checkpoint_keeps_a_bubble_without_containers_across_a_restart(tmp_path: Path) -> None:
     """A pod admitted before a restart, with no container yet, keeps the same bubble afterwards."""
     store = CheckpointStore(tmp_path)
-    first = PodresPlugin(TOPO, CONFIG, save=store.save)
+    first = PodresPlugin(TOPO, CONFIG, save=lambda state: store.save(state.to_json()))
     first.synchronize([], [])
     pod = sandbox("early", 4)
     first.run_pod_sandbox(pod)
