@@ -111,11 +111,20 @@ def snapshot(cri: Cri, admin_socket: Path) -> Snapshot:
     return Snapshot(status, seen, ready)
 
 
-def violations(snap: Snapshot, strict: bool, orphans: frozenset[str] = frozenset()) -> list[str]:
+def in_fallback(snap: Snapshot) -> bool:
+    """Bubbles and exclusive slices hold every CPU: the node pool falls back to every CPU, by design."""
+    return CPUSet.parse(snap.status["node_shared_pool"]) == snap.online and any(
+        p["mode"] == "bubble" or any(c["pool"] == "exclusive" and c["running"] for c in p["containers"])
+        for p in snap.status["pods"])
+
+
+def violations(snap: Snapshot, strict: bool, orphans: frozenset[str] = frozenset(), leaving_fallback: bool = False) -> list[str]:
     """Every broken rule, as text. ``strict``: a node-shared container must already
     run on exactly the node shared pool (false while a pool growth waits for a reply).
     ``orphans``: deleted pods the runtime never reported removed (see ``Chaos.orphans``),
-    which may stay booked until the next Synchronize."""
+    which may stay booked until the next Synchronize. ``leaving_fallback``: the node
+    was in the everything-taken fallback and a delete ended it; node-shared containers
+    leave the exclusive CPUs with the next reply (NRI 0.6.1 has no other way to tell them)."""
     out: list[str] = []
     pods = snap.pods()
     if not snap.status["synchronized"]:
@@ -152,6 +161,8 @@ def violations(snap: Snapshot, strict: bool, orphans: frozenset[str] = frozenset
         if c.pool == "pod-shared" and c.cpus & all_exclusive:
             out.append(f"pod-shared container {name} runs on exclusive CPU(s) {c.cpus & all_exclusive}")
         if c.pool == "node-shared" and not fallback:
+            if leaving_fallback and not strict and c.cpus == snap.online:
+                continue
             if c.cpus & taken:
                 out.append(f"node-shared container {name} runs on {c.cpus}, which holds exclusive/bubble CPU(s) {c.cpus & taken}")
             if strict and c.cpus != node_pool:
@@ -182,7 +193,8 @@ class Tally:
         keys = ("steps", "pods created", "pods refused", "containers refused", "pods deleted",
                 "plugin restarts", "containerd restarts", "containers created while the plugin was down",
                 "pods removed without RemovePodSandbox (runtime restarted)",
-                "node-shared containers following a changed node pool", "invariant checks", "violations", "containers moved by a restart")
+                "node-shared containers following a changed node pool",
+                "checks with every CPU taken (node pool fallback)", "invariant checks", "violations", "containers moved by a restart")
         return ", ".join(f"{k}: {self.counts[k]}" for k in keys)
 
 
@@ -202,6 +214,7 @@ class Chaos:
         # Such a pod stays booked until the next Synchronize; that must clear it.
         self.crossed_restart: set[str] = set()
         self.orphans: set[str] = set()
+        self.fallback_pending = False  # node-shared containers may still sit on the fallback pool
 
     # -- the plugin --
 
@@ -264,12 +277,14 @@ class Chaos:
             plan = [("job", {})]
         for cname, res in plan:
             try:
-                cri.run_container(pod, cname, **res)
+                ctr = cri.create_container(pod, cname, **res)
             except grpc.RpcError as exc:
                 detail = exc.details() or ""
-                assert any(r in detail for r in ("TopologyAffinityError", "EmptyPodSharedPoolError", "InsufficientCPU", "Error")), detail
+                assert any(r in detail for r in ("TopologyAffinityError", "EmptyPodSharedPoolError", "UnexpectedAdmissionError")), detail
                 self.tally.counts["containers refused"] += 1
                 return
+            self.fallback_pending = False  # the CreateContainer reply carried every pending change
+            cri.start(ctr)
             self._maybe_kill_midway()
 
     def delete_pod(self) -> None:
@@ -335,9 +350,14 @@ class Chaos:
     def check(self, strict: bool, when: str, snap: Snapshot | None = None) -> None:
         snap = snap or snapshot(self.cri, self.admin)
         self.tally.counts["invariant checks"] += 1
-        for v in violations(snap, strict, frozenset(self.orphans)):
+        if strict:
+            self.fallback_pending = False  # a Synchronize re-placed everyone
+        for v in violations(snap, strict, frozenset(self.orphans), self.fallback_pending):
             self.tally.counts["violations"] += 1
             self.fail(f"{when}: {v}")
+        if in_fallback(snap):
+            self.tally.counts["checks with every CPU taken (node pool fallback)"] += 1
+            self.fallback_pending = True
 
     def fail(self, text: str) -> None:
         self.tally.failures.append(f"[step {self.tally.counts['steps']}] {text}")
