@@ -26,6 +26,10 @@ from nri_podres.topology import Topology
 
 log = structlog.get_logger("nri_podres.plugin")
 
+# Refusals that mean "no room"; with possibly-gone pods holding CPUs they trigger a resync.
+CAPACITY_REASONS = frozenset({"TopologyAffinityError", "InsufficientCPUs", "InsufficientMemory", "SMTAlignmentError"})
+RESYNC_INTERVAL_S = 30.0
+
 
 class PodresPlugin:
     def __init__(
@@ -37,6 +41,7 @@ class PodresPlugin:
         save: Callable[[State], None] | None = None,
         on_synchronized: Callable[[PodresPlugin], None] | None = None,
         on_decision: Callable[[str, Decision | AdmissionError], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.topology = topology
         self.config = config
@@ -48,6 +53,14 @@ class PodresPlugin:
         self._on_decision = on_decision
         self._pending: dict[str, Assignment] = {}
         self.reasons: dict[str, str] = {}  # pod or container id -> why it got what it has
+        # Pods learned from a Synchronize that followed a lost connection (the runtime
+        # may have restarted): containerd 1.7 sends no Stop/RemovePodSandbox for pods it
+        # ran before its own restart, so they may be gone while still holding CPUs.
+        self._uncertain_pods: set[str] = set()
+        self._lost_connection = False
+        self._resync_wanted = False
+        self._last_resync_s = -RESYNC_INTERVAL_S
+        self._clock = clock
 
     # ---- bookkeeping ----
 
@@ -66,6 +79,24 @@ class PodresPlugin:
         log.warning("request_refused", nri_event=event, reason=exc.reason, error=exc.message, **fields)
         if self._on_decision is not None:
             self._on_decision(event, exc)
+        self._maybe_resync(exc)
+
+    def _maybe_resync(self, exc: AdmissionError) -> None:
+        """A refusal for lack of room while possibly-gone pods hold CPUs: ask the runtime
+        again. The transport reconnects, the fresh Synchronize drops pods that no longer
+        exist, and the kubelet's retry of the refused pod then finds the room."""
+        stale = self._uncertain_pods & self.state.pods.keys()
+        now = self._clock()
+        if exc.reason not in CAPACITY_REASONS or not stale or now - self._last_resync_s < RESYNC_INTERVAL_S:
+            return
+        self._resync_wanted = True
+        self._last_resync_s = now
+        log.warning("resync_requested", uncertain_pods=len(stale),
+                    why="pods adopted after a runtime restart may be gone without a removal event")
+
+    def take_resync_request(self) -> bool:
+        wanted, self._resync_wanted = self._resync_wanted, False
+        return wanted
 
     def _take_updates(self, exclude: str = "") -> list[pb.ContainerUpdate]:
         live = self.state.assignments()
@@ -84,6 +115,7 @@ class PodresPlugin:
         return self._take_updates()
 
     def connection_lost(self) -> None:
+        self._lost_connection = True
         self.synchronized = False
         self._pending.clear()  # Synchronize after the reconnect re-derives everything
 
@@ -103,6 +135,7 @@ class PodresPlugin:
         self._pending.clear()
         self._commit("Synchronize", decision, "")
         self.synchronized = True
+        self._uncertain_pods = {p.id for p in pod_infos} if self._lost_connection else set()
         updates = self._take_updates()
         log.info(
             "plugin_synchronized",
@@ -200,6 +233,7 @@ class PodresPlugin:
         info = convert.pod_from_pb(pod)
         decision = policy.remove_pod(self.topology, self.config, self.state, info.id)
         self._commit("RemovePodSandbox", decision, info.id)
+        self._uncertain_pods.discard(info.id)
         self.reasons.pop(info.id, None)
         log.info("pod_released", nri_event="RemovePodSandbox", **_pod_fields(info),
                  reason=decision.reason, others_pending=len(decision.changed))

@@ -134,6 +134,11 @@ class Stub:
             return []
         return merge_updates(take())
 
+    def take_resync_request(self) -> bool:
+        """Whether the plugin wants a fresh Synchronize (the transport then reconnects)."""
+        take = getattr(self.plugin, "take_resync_request", None)
+        return bool(take()) if callable(take) else False
+
     def connection_lost(self) -> None:
         self._sync_pods.clear()
         self._sync_containers.clear()

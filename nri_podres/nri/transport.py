@@ -49,6 +49,10 @@ class ConnectionClosed(Exception):
     """The runtime closed the trunk."""
 
 
+class ResyncRequested(Exception):
+    """The plugin asked to see the runtime's state again: reconnect at once."""
+
+
 class RegistrationFailed(Exception):
     """The runtime refused or did not answer RegisterPlugin."""
 
@@ -105,6 +109,10 @@ class Session:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
             self.writer.close()
+            # The runtime must see this trunk closed before we register again, or it
+            # would hold two instances of the plugin (both claiming every cpuset).
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                await asyncio.wait_for(self.writer.wait_closed(), 1.0)
 
     def _fail_calls(self, reader: asyncio.Task[None]) -> None:
         """The trunk is gone: our outstanding calls will never be answered."""
@@ -128,9 +136,11 @@ class Session:
             if not data:
                 raise ConnectionClosed("runtime closed the connection")
             self._decoder.feed(data)
-            for frame in self._decoder.frames():
-                self._route(frame)
-            await self.writer.drain()
+            try:
+                for frame in self._decoder.frames():
+                    self._route(frame)
+            finally:
+                await self.writer.drain()  # the reply that triggered a resync goes out first
 
     def _route(self, frame: mux.Frame) -> None:
         if frame.conn_id == mux.PLUGIN_CONN:
@@ -179,6 +189,8 @@ class Session:
         self._send(mux.PLUGIN_CONN, reply)
         self.observer.request_served(req.method, time.perf_counter() - started, code)
         self._flush_unsolicited()
+        if self.stub.take_resync_request():
+            raise ResyncRequested("resynchronizing: pods held after a runtime restart may be gone")
 
     def _flush_unsolicited(self) -> None:
         updates = self.stub.take_unsolicited_updates()
@@ -241,22 +253,26 @@ async def run_forever(
     observer = observer or NullObserver()
     backoff = backoff or Backoff()
     while True:
-        reason = await _one_session(stub, connect, observer, backoff)
+        reason, resync = await _one_session(stub, connect, observer, backoff)
         stub.connection_lost()
         observer.disconnected(reason)
         if not reconnect:
             log.info("nri_connection_ended", reason=reason)
             return
+        if resync:
+            log.info("nri_resync", reason=reason)
+            continue
         delay = backoff.next_delay()
         log.warning("nri_disconnected", reason=reason, retry_in_s=round(delay, 2))
         await asyncio.sleep(delay)
 
 
-async def _one_session(stub: Stub, connect: Connector, observer: Observer, backoff: Backoff) -> str:
+async def _one_session(stub: Stub, connect: Connector, observer: Observer, backoff: Backoff) -> tuple[str, bool]:
+    """Why the session ended, and whether the plugin asked for the immediate resync."""
     try:
         reader, writer = await connect()
     except OSError as exc:
-        return f"cannot connect: {os.strerror(exc.errno) if exc.errno else exc}"
+        return f"cannot connect: {os.strerror(exc.errno) if exc.errno else exc}", False
     session = Session(stub, reader, writer, observer=observer)
 
     def registered() -> None:
@@ -265,8 +281,10 @@ async def _one_session(stub: Stub, connect: Connector, observer: Observer, backo
 
     try:
         await session.run(on_registered=registered)
+    except ResyncRequested as exc:
+        return str(exc), True
     except (ConnectionClosed, RegistrationFailed, RemoteProtocolError) as exc:
-        return str(exc)
+        return str(exc), False
     except OSError as exc:
-        return f"connection error: {exc}"
-    return "session ended"
+        return f"connection error: {exc}", False
+    return "session ended", False

@@ -202,3 +202,29 @@ def test_update_resources_cannot_pull_an_exclusive_container_off_its_cpus(contai
     assert cri.container_status(database).cgroup_cpus() == db_cpus
     other = "1" if db_cpus == "0" else "0"
     assert truth(cri, sidecars[0])[0] == other
+
+
+def test_pod_deleted_after_a_containerd_restart_frees_its_cpus(containerd: Containerd, cri: Cri, plugin, config: Path) -> None:
+    """containerd 1.7 sends no RemovePodSandbox for pods it ran before its restart; the plugin
+    notices when such a pod blocks an admission, resynchronizes, and the kubelet's retry succeeds."""
+    daemon = plugin(config)
+    first = cri.run_pod("before-restart", cpu_millis=2000, memory_limit_bytes=64 * MiB)
+    cri.run_container(first, "app", cpu_request_millis=1000, cpu_limit_millis=1000, memory_limit_bytes=32 * MiB)
+    containerd.restart()
+    wait_synchronized(daemon, 2)
+    cri.remove_pod(first)
+    attempts = 0
+    deadline = time.monotonic() + 30
+    while True:
+        attempts += 1
+        try:
+            second = cri.run_pod("after-restart", cpu_millis=2000, memory_limit_bytes=64 * MiB)
+            break
+        except grpc.RpcError as err:  # the kubelet retries a failed RunPodSandbox; so do we
+            assert "TopologyAffinityError" in err.details()
+            assert time.monotonic() < deadline, daemon.output()[-3000:]
+            time.sleep(1)
+    if attempts > 1:
+        daemon.wait_for_event("resync_requested")
+    ctr = cri.run_container(second, "app", cpu_request_millis=1000, cpu_limit_millis=1000, memory_limit_bytes=32 * MiB)
+    assert len(truth(cri, ctr)[0]) == 1

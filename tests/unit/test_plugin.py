@@ -165,3 +165,33 @@ def test_unknown_container_events_are_harmless() -> None:
     assert plugin.state.containers == before.containers
 
 
+
+
+def test_refusal_with_pods_adopted_after_a_runtime_restart_asks_for_a_resync() -> None:
+    """containerd 1.7 forgets to report removals of pods it ran before restarting; when such pods
+    could be what blocks an admission, the plugin asks for a fresh Synchronize, at most every 30 s."""
+    now = [100.0]
+    plugin = PodresPlugin(TOPO, CONFIG, clock=lambda: now[0])
+    plugin.synchronize([], [])
+    plugin.connection_lost()  # the runtime went away (and may have restarted)
+    plugin.synchronize([sandbox("a", 8), sandbox("b", 8)], [])
+    for attempt in range(2):
+        with pytest.raises(AdmissionError, match="TopologyAffinityError"):
+            plugin.run_pod_sandbox(sandbox(f"c{attempt}", 2))
+        assert plugin.take_resync_request() is (attempt == 0)
+    now[0] += 31
+    plugin.remove_pod_sandbox(sandbox("a", 8))
+    plugin.remove_pod_sandbox(sandbox("b", 8))
+    plugin.run_pod_sandbox(sandbox("d", 8))
+    with pytest.raises(AdmissionError, match="TopologyAffinityError"):
+        plugin.run_pod_sandbox(sandbox("e", 10))
+    assert plugin.take_resync_request() is False  # "d" arrived through RunPodSandbox: certainly alive
+
+
+def test_a_plugin_restart_alone_never_asks_for_a_resync() -> None:
+    """Pods synchronized at start-up get their removal events from an unrestarted runtime."""
+    plugin = PodresPlugin(TOPO, CONFIG)
+    plugin.synchronize([sandbox("a", 8), sandbox("b", 8)], [])
+    with pytest.raises(AdmissionError):
+        plugin.run_pod_sandbox(sandbox("c", 2))
+    assert plugin.take_resync_request() is False
