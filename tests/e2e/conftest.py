@@ -37,6 +37,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cri import Cri  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
+# The daemon configuration of the runtime tests: pod scope, single-numa-node, and
+# nothing reserved (a 2-CPU node has no CPU to spare for the system).
+POD_SCOPE_CONFIG = """
+[topology]
+policy = "single-numa-node"
+scope = "pod"
+[cpu]
+reserved-cpus = ""
+[memory]
+reserved = {}
+"""
 CTRD_TOOLS = REPO / "tools" / "ctrd"
 GO_PLUGIN_BUILD = REPO / "benchmarks" / "go-noop-plugin" / "build.sh"
 WORK_DIR = Path(os.environ.get("NRI_PODRES_E2E_DIR", "/var/tmp/nri-podres-e2e"))

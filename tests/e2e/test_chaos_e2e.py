@@ -31,26 +31,17 @@ from typing import Any
 import grpc
 import pytest
 
-from conftest import Containerd, Daemon
-from cri import Container, Cri, Pod
+from conftest import POD_SCOPE_CONFIG, Containerd, Daemon
+from cri import Container, Cri, MiB, Pod
 
 from nri_podres.cpuset import CPUSet
 
 pytestmark = pytest.mark.runtime
 
-MiB = 1 << 20
 STEPS = int(os.environ.get("NRI_PODRES_CHAOS_STEPS", "24"))
 SECONDS = float(os.environ.get("NRI_PODRES_CHAOS_SECONDS", "100"))
 SEED = int(os.environ.get("NRI_PODRES_CHAOS_SEED", str(random.SystemRandom().randrange(1 << 32))))
-CONFIG = """
-[topology]
-policy = "single-numa-node"
-scope = "pod"
-[cpu]
-reserved-cpus = ""
-[memory]
-reserved = {}
-"""
+CONFIG = POD_SCOPE_CONFIG
 POD_KINDS = ("pod-level", "pod-level-one", "classic", "burstable", "best-effort")
 
 

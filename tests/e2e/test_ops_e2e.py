@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, Containerd, Daemon
-from cri import Cri
+from cri import Cri, MiB
 
 pytestmark = pytest.mark.runtime
 
-MiB = 1 << 20
 CONFIG = '[cpu]\nreserved-cpus = ""\n[memory]\nreserved = {}\n'
 
 

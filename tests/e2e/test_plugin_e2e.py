@@ -15,21 +15,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from conftest import Containerd, Daemon
-from cri import Container, Cri
+from conftest import POD_SCOPE_CONFIG, Containerd, Daemon
+from cri import Container, Cri, MiB
 
 pytestmark = pytest.mark.runtime
 
-MiB = 1 << 20
-CONFIG = """
-[topology]
-policy = "single-numa-node"
-scope = "pod"
-[cpu]
-reserved-cpus = ""
-[memory]
-reserved = {}
-"""
+CONFIG = POD_SCOPE_CONFIG
 
 
 @pytest.fixture

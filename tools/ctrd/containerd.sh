@@ -13,18 +13,6 @@ set -euo pipefail
 . "$(dirname "$0")/lib.sh"
 CTR=("$CTRD_PKG/usr/bin/ctr" -a "$CTRD_SOCK" -n k8s.io)
 
-pid_of_containerd() { [ -s "$CTRD_PIDFILE" ] && cat "$CTRD_PIDFILE"; }
-running() { local pid; pid=$(pid_of_containerd) && kill -0 "$pid" 2>/dev/null; }
-
-wait_for_socket() {  # PATH SECONDS
-    local deadline=$((SECONDS + $2))
-    until [ -S "$1" ]; do
-        running || die "containerd exited; see $CTRD_LOG"
-        [ $SECONDS -lt "$deadline" ] || die "timed out waiting for $1; see $CTRD_LOG"
-        sleep 0.05
-    done
-}
-
 launch() {
     [ -x "$CTRD_PKG/usr/bin/containerd" ] || die "not set up; run tools/ctrd/setup.sh"
     write_config

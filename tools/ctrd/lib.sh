@@ -129,3 +129,15 @@ state = "$CTRD_DIR/state"
 TOML
     mv "$CTRD_DIR/config.toml.new" "$CTRD_DIR/config.toml"
 }
+
+# The containerd process of $CTRD_PIDFILE: its pid, whether it runs, and waiting for its sockets.
+pid_of_containerd() { [ -s "$CTRD_PIDFILE" ] && cat "$CTRD_PIDFILE"; }
+running() { local pid; pid=$(pid_of_containerd) && kill -0 "$pid" 2>/dev/null; }
+wait_for_socket() {  # PATH SECONDS
+    local deadline=$((SECONDS + $2))
+    until [ -S "$1" ]; do
+        running || die "containerd exited; see $CTRD_LOG"
+        [ $SECONDS -lt "$deadline" ] || die "timed out waiting for $1; see $CTRD_LOG"
+        sleep 0.05
+    done
+}

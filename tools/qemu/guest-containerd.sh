@@ -24,17 +24,6 @@ prepare() {
     done
 }
 
-running() { [ -s "$CTRD_PIDFILE" ] && kill -0 "$(cat "$CTRD_PIDFILE")" 2>/dev/null; }
-
-wait_socket() {  # PATH SECONDS
-    local deadline=$((SECONDS + $2))
-    until [ -S "$1" ]; do
-        running || die "containerd exited; see $CTRD_LOG"
-        [ $SECONDS -lt "$deadline" ] || die "timed out waiting for $1"
-        sleep 0.1
-    done
-}
-
 launch() {
     write_config
     sed -i "s/^\(  plugin_request_timeout = \).*/\1\"${NRP_GUEST_NRI_TIMEOUT:-10s}\"/" "$CTRD_DIR/config.toml"
@@ -42,8 +31,8 @@ launch() {
     PATH="$CTRD_PKG/usr/bin:$PATH" setsid "$CTRD_PKG/usr/bin/containerd" \
         --config "$CTRD_DIR/config.toml" >>"$CTRD_LOG" 2>&1 </dev/null &
     echo $! > "$CTRD_PIDFILE"
-    wait_socket "$CTRD_SOCK" 120
-    wait_socket "$CTRD_NRI_SOCK" 60
+    wait_for_socket "$CTRD_SOCK" 120
+    wait_for_socket "$CTRD_NRI_SOCK" 60
 }
 
 terminate() {
