@@ -48,6 +48,7 @@ def assert_on_one_node(outcome: PodOutcome, runtime: GuestRuntime) -> int:
     (node,) = [n for n in range(TWO_NODES.nodes) if db.cpus <= TWO_NODES.node_cpus(n)]
     assert m.cpus == b.cpus == TWO_NODES.node_cpus(node) - db.cpus
     assert db.mems == m.mems == b.mems == NodeSet([node])
+    print(f"placed {outcome.spec.name}: database {db.cpus} mems {db.mems}; sidecars {m.cpus} mems {m.mems}")
     return node
 
 
@@ -95,6 +96,7 @@ def test_best_effort_spans_both_nodes_when_one_is_too_small(guest_runtime: Guest
     assert len(wide.cpus) == 6
     assert wide["database"].mems == wide["metrics-exporter"].mems == NodeSet([0, 1])
     assert wide["database"].cpus.isdisjoint(wide["metrics-exporter"].cpus)
+    print(f"placed wide: database {wide['database'].cpus}, sidecars {wide['metrics-exporter'].cpus}, mems {wide['database'].mems}")
 
 
 @pytest.mark.parametrize(("closest", "expected"), [(False, NodeSet([0, 1])), (True, NodeSet([0, 2]))])
@@ -114,3 +116,4 @@ def test_prefer_closest_numa_nodes_on_an_uneven_four_node_machine(guest_runtime_
     nodes = NodeSet(n for n in range(FOUR_NODES_UNEVEN.nodes) if not pod.cpus.isdisjoint(FOUR_NODES_UNEVEN.node_cpus(n)))
     assert nodes == expected
     assert pod["app"].mems == expected
+    print(f"placed pair (prefer-closest={closest}): app {pod['app'].cpus}, sidecar {pod['sidecar'].cpus}, mems {pod['app'].mems}")
