@@ -10,6 +10,7 @@ safe, the stub sends them with UpdateContainers).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -42,6 +43,7 @@ class PodresPlugin:
         on_synchronized: Callable[[PodresPlugin], None] | None = None,
         on_decision: Callable[[str, Decision | AdmissionError], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        process_alive: Callable[[int], bool] = lambda pid: os.path.exists(f"/proc/{pid}"),
     ) -> None:
         self.topology = topology
         self.config = config
@@ -56,11 +58,12 @@ class PodresPlugin:
         # Pods learned from a Synchronize that followed a lost connection (the runtime
         # may have restarted): containerd 1.7 sends no Stop/RemovePodSandbox for pods it
         # ran before its own restart, so they may be gone while still holding CPUs.
-        self._uncertain_pods: set[str] = set()
+        self._uncertain_pods: dict[str, int] = {}  # pod id -> its sandbox (pause) pid, 0 if unknown
         self._lost_connection = False
         self._resync_wanted = False
         self._last_resync_s = -RESYNC_INTERVAL_S
         self._clock = clock
+        self._process_alive = process_alive
 
     # ---- bookkeeping ----
 
@@ -85,7 +88,7 @@ class PodresPlugin:
         """A refusal for lack of room while possibly-gone pods hold CPUs: ask the runtime
         again. The transport reconnects, the fresh Synchronize drops pods that no longer
         exist, and the kubelet's retry of the refused pod then finds the room."""
-        stale = self._uncertain_pods & self.state.pods.keys()
+        stale = self._uncertain_pods.keys() & self.state.pods.keys()
         now = self._clock()
         if exc.reason not in CAPACITY_REASONS or not stale or now - self._last_resync_s < RESYNC_INTERVAL_S:
             return
@@ -93,6 +96,31 @@ class PodresPlugin:
         self._last_resync_s = now
         log.warning("resync_requested", uncertain_pods=len(stale),
                     why="pods adopted after a runtime restart may be gone without a removal event")
+
+    def _purge_gone_pods(self) -> bool:
+        """Release pods adopted after a runtime restart whose sandbox process is gone.
+
+        Cheaper and safer than a resync when this host's /proc shows the sandboxes;
+        a pod whose pid is unknown or alive is left to the resync."""
+        gone = [pod_id for pod_id, pid in sorted(self._uncertain_pods.items())
+                if pid and pod_id in self.state.pods and not self._process_alive(pid)]
+        for pod_id in gone:
+            pod = self.state.pods[pod_id]
+            decision = policy.remove_pod(self.topology, self.config, self.state, pod_id)
+            self._commit("RemovePodSandbox", decision, pod_id)
+            self._uncertain_pods.pop(pod_id, None)
+            log.info("pod_gone", pod_namespace=pod.namespace, pod_name=pod.name,
+                     why="its sandbox process ended; the runtime sent no removal (it restarted since)")
+        return bool(gone)
+
+    def _decide(self, decide: Callable[[], Decision]) -> Decision:
+        """A decision; refused for lack of room, retried once after releasing pods that are gone."""
+        try:
+            return decide()
+        except AdmissionError as exc:
+            if exc.reason not in CAPACITY_REASONS or not self._purge_gone_pods():
+                raise
+        return decide()
 
     def take_resync_request(self) -> bool:
         wanted, self._resync_wanted = self._resync_wanted, False
@@ -128,14 +156,15 @@ class PodresPlugin:
 
     def synchronize(self, pods: Iterable[pb.PodSandbox], containers: Iterable[pb.Container]) -> list[pb.ContainerUpdate]:
         started = time.perf_counter()
-        pod_infos = [convert.pod_from_pb(p) for p in pods]
+        pod_list = list(pods)
+        pod_infos = [convert.pod_from_pb(p) for p in pod_list]
         ctr_infos = [convert.container_from_pb(c) for c in containers]
         checkpoint = self._checkpoint_state()
         decision = policy.reconcile(self.topology, self.config, pod_infos, ctr_infos, checkpoint)
         self._pending.clear()
         self._commit("Synchronize", decision, "")
         self.synchronized = True
-        self._uncertain_pods = {p.id for p in pod_infos} if self._lost_connection else set()
+        self._uncertain_pods = {p.id: p.pid for p in pod_list} if self._lost_connection else {}
         updates = self._take_updates()
         log.info(
             "plugin_synchronized",
@@ -166,7 +195,7 @@ class PodresPlugin:
     def run_pod_sandbox(self, pod: pb.PodSandbox) -> None:
         info = convert.pod_from_pb(pod)
         try:
-            decision = policy.run_pod(self.topology, self.config, self.state, info)
+            decision = self._decide(lambda: policy.run_pod(self.topology, self.config, self.state, info))
         except AdmissionError as exc:
             self._refused("RunPodSandbox", exc, **_pod_fields(info))
             raise
@@ -181,7 +210,7 @@ class PodresPlugin:
         pod_info = convert.pod_from_pb(pod)
         ctr = convert.container_from_pb(container)
         try:
-            decision = policy.create_container(self.topology, self.config, self.state, pod_info, ctr)
+            decision = self._decide(lambda: policy.create_container(self.topology, self.config, self.state, pod_info, ctr))
         except AdmissionError as exc:
             self._refused("CreateContainer", exc, **_pod_fields(pod_info), container_name=ctr.name)
             raise
@@ -233,7 +262,7 @@ class PodresPlugin:
         info = convert.pod_from_pb(pod)
         decision = policy.remove_pod(self.topology, self.config, self.state, info.id)
         self._commit("RemovePodSandbox", decision, info.id)
-        self._uncertain_pods.discard(info.id)
+        self._uncertain_pods.pop(info.id, None)
         self.reasons.pop(info.id, None)
         log.info("pod_released", nri_event="RemovePodSandbox", **_pod_fields(info),
                  reason=decision.reason, others_pending=len(decision.changed))

@@ -195,3 +195,18 @@ def test_a_plugin_restart_alone_never_asks_for_a_resync() -> None:
     with pytest.raises(AdmissionError):
         plugin.run_pod_sandbox(sandbox("c", 2))
     assert plugin.take_resync_request() is False
+
+
+def test_pods_whose_sandbox_process_is_gone_are_released_without_a_resync() -> None:
+    """After a runtime restart, a refusal first releases adopted pods whose pause process no longer
+    exists (this host's /proc), and the same request then succeeds; live ones are kept."""
+    gone_pid, live_pid = 4242, 4343
+    plugin = PodresPlugin(TOPO, CONFIG, process_alive=lambda pid: pid != gone_pid)
+    plugin.synchronize([], [])
+    plugin.connection_lost()
+    gone, live = sandbox("gone", 8), sandbox("live", 8)
+    gone.pid, live.pid = gone_pid, live_pid
+    plugin.synchronize([gone, live], [])
+    plugin.run_pod_sandbox(sandbox("new", 8))
+    assert set(plugin.state.pods) == {"live", "new"}
+    assert plugin.take_resync_request() is False
