@@ -10,7 +10,6 @@ safe, the stub sends them with UpdateContainers).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -43,7 +42,7 @@ class PodresPlugin:
         on_synchronized: Callable[[PodresPlugin], None] | None = None,
         on_decision: Callable[[str, Decision | AdmissionError], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        process_alive: Callable[[int], bool] = lambda pid: os.path.exists(f"/proc/{pid}"),
+        sandbox_alive: Callable[[int, str], bool] | None = None,
     ) -> None:
         self.topology = topology
         self.config = config
@@ -63,7 +62,7 @@ class PodresPlugin:
         self._resync_wanted = False
         self._last_resync_s = -RESYNC_INTERVAL_S
         self._clock = clock
-        self._process_alive = process_alive
+        self._sandbox_alive = sandbox_alive or sandbox_process_alive
 
     # ---- bookkeeping ----
 
@@ -88,7 +87,8 @@ class PodresPlugin:
         """A refusal for lack of room while possibly-gone pods hold CPUs: ask the runtime
         again. The transport reconnects, the fresh Synchronize drops pods that no longer
         exist, and the kubelet's retry of the refused pod then finds the room."""
-        stale = self._uncertain_pods.keys() & self.state.pods.keys()
+        # Pods seen alive through /proc are certain enough; only those we cannot check may be stale.
+        stale = {pod_id for pod_id, pid in self._uncertain_pods.items() if not pid} & self.state.pods.keys()
         now = self._clock()
         if exc.reason not in CAPACITY_REASONS or not stale or now - self._last_resync_s < RESYNC_INTERVAL_S:
             return
@@ -103,7 +103,7 @@ class PodresPlugin:
         Cheaper and safer than a resync when this host's /proc shows the sandboxes;
         a pod whose pid is unknown or alive is left to the resync."""
         gone = [pod_id for pod_id, pid in sorted(self._uncertain_pods.items())
-                if pid and pod_id in self.state.pods and not self._process_alive(pid)]
+                if pid and pod_id in self.state.pods and not self._sandbox_alive(pid, pod_id)]
         for pod_id in gone:
             pod = self.state.pods[pod_id]
             decision = policy.remove_pod(self.topology, self.config, self.state, pod_id)
@@ -164,7 +164,12 @@ class PodresPlugin:
         self._pending.clear()
         self._commit("Synchronize", decision, "")
         self.synchronized = True
-        self._uncertain_pods = {p.id: p.pid for p in pod_list} if self._lost_connection else {}
+        # A pid counts only if this /proc shows that very sandbox now (a plugin in its own
+        # PID namespace sees other processes, or none, under those numbers): 0 = cannot tell.
+        self._uncertain_pods = (
+            {p.id: p.pid if p.pid and self._sandbox_alive(p.pid, p.id) else 0 for p in pod_list}
+            if self._lost_connection else {}
+        )
         updates = self._take_updates()
         log.info(
             "plugin_synchronized",
@@ -278,6 +283,15 @@ class PodresPlugin:
             raise
         self._commit("UpdatePodSandbox", decision, info.id)
         log.info("pod_resized", nri_event="UpdatePodSandbox", **_pod_fields(info), reason=decision.reason)
+
+
+def sandbox_process_alive(pid: int, sandbox_id: str) -> bool:
+    """Whether process ``pid`` is this sandbox's: its cgroup path names the sandbox id."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as f:
+            return sandbox_id in f.read()
+    except OSError:
+        return False
 
 
 def _pod_fields(pod: PodInfo) -> dict[str, str]:

@@ -198,15 +198,44 @@ def test_a_plugin_restart_alone_never_asks_for_a_resync() -> None:
 
 
 def test_pods_whose_sandbox_process_is_gone_are_released_without_a_resync() -> None:
-    """After a runtime restart, a refusal first releases adopted pods whose pause process no longer
-    exists (this host's /proc), and the same request then succeeds; live ones are kept."""
-    gone_pid, live_pid = 4242, 4343
-    plugin = PodresPlugin(TOPO, CONFIG, process_alive=lambda pid: pid != gone_pid)
+    """After a runtime restart, a refusal first releases adopted pods whose pause process has gone
+    (seen alive through /proc at Synchronize, gone now), and the same request then succeeds."""
+    alive = {"gone": True, "live": True}
+    plugin = PodresPlugin(TOPO, CONFIG, sandbox_alive=lambda pid, sandbox_id: alive[sandbox_id])
     plugin.synchronize([], [])
     plugin.connection_lost()
     gone, live = sandbox("gone", 8), sandbox("live", 8)
-    gone.pid, live.pid = gone_pid, live_pid
+    gone.pid, live.pid = 4242, 4343
     plugin.synchronize([gone, live], [])
+    alive["gone"] = False  # deleted; containerd 1.7 said nothing
     plugin.run_pod_sandbox(sandbox("new", 8))
     assert set(plugin.state.pods) == {"live", "new"}
+    assert plugin.take_resync_request() is False
+
+
+def test_sandboxes_this_proc_cannot_show_are_never_released_on_a_guess() -> None:
+    """In its own PID namespace the plugin cannot see sandboxes: it never releases them from /proc,
+    it asks the runtime again instead."""
+    plugin = PodresPlugin(TOPO, CONFIG, sandbox_alive=lambda pid, sandbox_id: False)
+    plugin.synchronize([], [])
+    plugin.connection_lost()
+    a, b = sandbox("a", 8), sandbox("b", 8)
+    a.pid, b.pid = 11, 12
+    plugin.synchronize([a, b], [])
+    with pytest.raises(AdmissionError):
+        plugin.run_pod_sandbox(sandbox("new", 8))
+    assert set(plugin.state.pods) == {"a", "b"}
+    assert plugin.take_resync_request() is True
+
+
+def test_sandboxes_seen_alive_cause_no_resync() -> None:
+    """A full node whose adopted pods are verifiably alive is simply full: no reconnect."""
+    plugin = PodresPlugin(TOPO, CONFIG, sandbox_alive=lambda pid, sandbox_id: True)
+    plugin.synchronize([], [])
+    plugin.connection_lost()
+    a, b = sandbox("a", 8), sandbox("b", 8)
+    a.pid, b.pid = 11, 12
+    plugin.synchronize([a, b], [])
+    with pytest.raises(AdmissionError):
+        plugin.run_pod_sandbox(sandbox("new", 8))
     assert plugin.take_resync_request() is False
