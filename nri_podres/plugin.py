@@ -127,11 +127,11 @@ class PodresPlugin:
         return wanted
 
     def _take_updates(self, exclude: str = "") -> list[pb.ContainerUpdate]:
-        live = self.state.assignments()
+        containers = self.state.containers  # look up the pending ones, not every container
         updates = [
             convert.update_from_assignment(cid, a)
             for cid, a in sorted(self._pending.items())
-            if cid != exclude and cid in live
+            if cid != exclude and cid in containers and containers[cid].running
         ]
         keep = self._pending.get(exclude) if exclude else None
         self._pending.clear()
