@@ -103,29 +103,36 @@ class _Accumulator:
         free = self.free
         return sorted(ids, key=lambda i: ((bits_of[i] & free).bit_count(), i))
 
-    def available(self, cpu_map: dict[int, int], within: int) -> list[int]:
+    def available(self, cpu_map: dict[int, int], bits_of: dict[int, int], within: int) -> list[int]:
         """Ids of the domains (per cpu_map) that have a free CPU inside ``within``."""
-        return sorted({cpu_map[c] for c in _ids(self.free & within)})
+        ids = []
+        left = self.free & within
+        while left:  # one step per domain, not per CPU: its other CPUs are dropped at once
+            domain = cpu_map[(left & -left).bit_length() - 1]
+            ids.append(domain)
+            left &= ~bits_of[domain]
+        ids.sort()
+        return ids
 
     # --- hierarchy orders, exactly as the kubelet derives them ---------------
 
     def sorted_numa(self) -> list[int]:
         lay = self.lay
         if lay.numa_first:
-            return self.sort(self.available(lay.cpu_numa, -1), lay.numa_bits)
+            return self.sort(self.available(lay.cpu_numa, lay.numa_bits, -1), lay.numa_bits)
         out: list[int] = []
         for socket in self.sorted_sockets():
-            ids = self.available(lay.cpu_numa, lay.socket_bits[socket])
+            ids = self.available(lay.cpu_numa, lay.numa_bits, lay.socket_bits[socket])
             out.extend(self.sort(ids, lay.numa_bits))
         return out
 
     def sorted_sockets(self) -> list[int]:
         lay = self.lay
         if not lay.numa_first:
-            return self.sort(self.available(lay.cpu_socket, -1), lay.socket_bits)
+            return self.sort(self.available(lay.cpu_socket, lay.socket_bits, -1), lay.socket_bits)
         out: list[int] = []
         for numa in self.sorted_numa():
-            ids = self.available(lay.cpu_socket, lay.numa_bits[numa])
+            ids = self.available(lay.cpu_socket, lay.socket_bits, lay.numa_bits[numa])
             out.extend(self.sort(ids, lay.socket_bits))
         return out
 
@@ -137,14 +144,14 @@ class _Accumulator:
             parents, parent_bits = self.sorted_numa(), lay.numa_bits
         out: list[int] = []
         for parent in parents:
-            ids = self.available(lay.cpu_core, parent_bits[parent])
+            ids = self.available(lay.cpu_core, lay.core_bits, parent_bits[parent])
             out.extend(self.sort(ids, lay.core_bits))
         return out
 
     def sorted_l3(self) -> list[int]:
         out: list[int] = []
         for numa in self.sorted_numa():
-            ids = self.available(self.lay.cpu_l3, self.lay.numa_bits[numa])
+            ids = self.available(self.lay.cpu_l3, self.lay.l3_bits, self.lay.numa_bits[numa])
             out.extend(self.sort(ids, self.lay.l3_bits))
         return out
 
@@ -180,7 +187,7 @@ class _Accumulator:
     def take_partial_l3(self, l3: int) -> None:
         lay = self.lay
         cores_needed = -(-self.need // lay.threads_per_core)
-        cores = self.available(lay.cpu_core, lay.l3_bits[l3])[:cores_needed]
+        cores = self.available(lay.cpu_core, lay.core_bits, lay.l3_bits[l3])[:cores_needed]
         candidate = 0
         for core in cores:
             candidate |= lay.core_bits[core] & self.free

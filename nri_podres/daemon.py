@@ -105,15 +105,12 @@ async def _watchdog(notifier: Notifier | NullNotifier, interval_s: float) -> Non
         await asyncio.sleep(interval_s)
 
 
-def _decision_hook(metrics: Metrics | None, publish: Callable[[], None]) -> Callable[[str, Decision | AdmissionError], None]:
+def _decision_hook(metrics: Metrics) -> Callable[[str, Decision | AdmissionError], None]:
     def on_decision(event: str, outcome: Decision | AdmissionError) -> None:
-        if metrics is not None:
-            if isinstance(outcome, AdmissionError):
-                metrics.count_rejection(outcome.reason)
-            elif event == "CreateContainer" and outcome.assignment is not None:
-                metrics.count_allocation()
-        if not isinstance(outcome, AdmissionError):
-            publish()
+        if isinstance(outcome, AdmissionError):
+            metrics.count_rejection(outcome.reason)
+        elif event == "CreateContainer" and outcome.assignment is not None:
+            metrics.count_allocation()
 
     return on_decision
 
@@ -138,18 +135,16 @@ async def serve(topology: Topology, config: Config, options: DaemonOptions, envi
     ctx = Context(topology, config)
     metrics = Metrics() if options.metrics_address else None
     server = metrics.serve(options.metrics_address) if metrics and options.metrics_address else None
-    plugin: PodresPlugin
-
-    def publish() -> None:
-        if metrics is not None:
-            metrics.update_from(report.metrics_snapshot(topology, ctx, plugin.state))
 
     def synchronized(p: PodresPlugin) -> None:
         notifier.ready(summary(p))
 
     plugin = PodresPlugin(topology, config, checkpoint=loaded.data, save=saver.submit,
-                          on_synchronized=synchronized, on_decision=_decision_hook(metrics, publish))
-    publish()
+                          on_synchronized=synchronized,
+                          on_decision=_decision_hook(metrics) if metrics is not None else None)
+    if metrics is not None:
+        # Built at scrape time from one read of the immutable state: decisions pay nothing for it.
+        metrics.snapshot_from(lambda: report.metrics_snapshot(topology, ctx, plugin.state))
     stub = Stub(plugin, options.name, options.index)
     connect, reconnect = connector_from(environ, options.socket_path)
     log.info("plugin_starting", socket=options.socket_path, name=options.name, index=options.index,

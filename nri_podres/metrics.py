@@ -4,11 +4,12 @@ Names start with ``nri_podres_``, use base units (bytes, seconds) and counters e
 ``_total``. No label names a pod or container (identity belongs in the logs); the
 only labels are bounded sets: ``numa_node``, ``pool``, ``reason``, ``method``.
 
-State gauges are not mutated one by one: the daemon publishes a whole snapshot with
-:meth:`Metrics.update_from` after each change, and a custom collector renders it at
-scrape time (in the exporter's thread, reading the immutable copy), so the values of
-one scrape are consistent with each other and NUMA nodes or pools that vanish simply
-stop being reported. The ``_created`` companion series are left out.
+State gauges are not mutated one by one: the daemon hands :meth:`Metrics.snapshot_from`
+a function that builds a snapshot of its (immutable) allocation state, and a custom
+collector calls it at scrape time, in the exporter's thread. A decision therefore
+costs the metrics nothing, the values of one scrape are consistent with each other,
+and NUMA nodes or pools that vanish simply stop being reported. The ``_created``
+companion series are left out.
 
 Exported series:
 
@@ -36,7 +37,7 @@ from __future__ import annotations
 import platform
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -66,10 +67,10 @@ REQUEST_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-def _frozen(value: Any) -> Any:
-    """A read-only deep copy of a snapshot, safe to read from the exporter thread."""
+def _with_str_keys(value: Any) -> Any:
+    """The snapshot with every mapping key a string (node ids may come as ints)."""
     if isinstance(value, Mapping):
-        return MappingProxyType({str(k): _frozen(v) for k, v in value.items()})
+        return MappingProxyType({str(k): _with_str_keys(v) for k, v in value.items()})
     return value
 
 
@@ -78,16 +79,16 @@ def _pool_label(kind: str) -> str:
 
 
 class _StateCollector:
-    """Renders the last published snapshot at scrape time."""
+    """Renders a snapshot taken at scrape time."""
 
     def __init__(self) -> None:
-        self.snapshot: Mapping[str, Any] = _EMPTY
+        self.source: Callable[[], Mapping[str, Any]] = lambda: _EMPTY
 
     def describe(self) -> list[Metric]:
         return []  # do not collect at registration time
 
     def collect(self) -> Iterator[Metric]:
-        snapshot = self.snapshot  # one reference read: a consistent view
+        snapshot = _with_str_keys(self.source())
         numa: Mapping[str, Any] = snapshot.get("numa", _EMPTY)
         pool = GaugeMetricFamily(
             PREFIX + "pool_cpus",
@@ -207,10 +208,13 @@ class Metrics:
 
     # --- state ---------------------------------------------------------------------------
 
-    def update_from(self, snapshot: Mapping[str, Any]) -> None:
-        """Publish the allocation state; the next scrape reports exactly this.
+    def snapshot_from(self, source: Callable[[], Mapping[str, Any]]) -> None:
+        """Report the allocation state that ``source()`` describes at each scrape.
 
-        ``snapshot`` is plain data::
+        ``source`` runs in the exporter's thread: it must only read state that is never
+        mutated in place (the daemon passes a reference read of its immutable ``State``).
+
+        ``source()`` returns plain data::
 
             {
                 "numa": {
@@ -229,7 +233,7 @@ class Metrics:
         partition a node's CPUs, so ``sum by (numa_node)`` is its CPU count. ``free``
         goes to ``nri_podres_free_cpus``.
         """
-        self._state.snapshot = _frozen(snapshot)
+        self._state.source = source
 
     # --- events --------------------------------------------------------------------------
 

@@ -68,6 +68,17 @@ class Context:
             out |= self.topo.core_siblings(cpu)
         return out
 
+    @cached_property
+    def node_facts(self) -> tuple[tuple[int, int, int, int], ...]:
+        """Per NUMA node with CPUs, what no decision changes: (id, CPU bits, CPUs not
+        reserved, allocatable memory bytes) -- computed once, read by every NUMA choice."""
+        reserved = self.reserved.bits
+        return tuple(
+            (node.id, node.cpus.bits, (node.cpus.bits & ~reserved).bit_count(), self.memory_allocatable(node.id))
+            for node in self.topo.numa_nodes
+            if node.cpus.bits
+        )
+
     def avail(self, state: State) -> CPUSet:
         """CPUs free for new bubbles and exclusive containers."""
         return self.topo.online - state.taken - self.reserved
@@ -153,20 +164,14 @@ def classify(ctx: Context, mode: PodMode, pod: PodInfo, ctr: ContainerInfo) -> t
 
 def capacities(ctx: Context, state: State) -> dict[int, NodeCapacity]:
     avail = ctx.avail(state).bits
-    reserved = ctx.reserved.bits
     out = {}
-    for node in ctx.topo.numa_nodes:
-        cpus = node.cpus.bits
-        if not cpus:
-            continue
-        allocatable = ctx.memory_allocatable(node.id)
-        charged = state.memory_charged_bytes(node.id)
-        group, owners = state.memory_group(node.id)
-        out[node.id] = NodeCapacity(
-            cpus_total=(cpus & ~reserved).bit_count(),
-            cpus_free=(cpus & avail).bit_count(),
+    for node_id, cpu_bits, cpus_total, allocatable in ctx.node_facts:
+        group, owners = state.memory_group(node_id)
+        out[node_id] = NodeCapacity(
+            cpus_total=cpus_total,
+            cpus_free=(cpu_bits & avail).bit_count(),
             memory_total_bytes=allocatable,
-            memory_free_bytes=max(0, allocatable - charged),
+            memory_free_bytes=max(0, allocatable - state.memory_charged_bytes(node_id)),
             group=group,
             memory_owners=owners,
         )

@@ -181,7 +181,8 @@ class State:
         return self.totals.memory_bytes.get(node, 0)
 
     def memory_group(self, node: int) -> tuple[NodeSet, int]:
-        return self.totals.groups.get(node, (NodeSet([node]), 0))
+        group = self.totals.groups.get(node)
+        return group if group is not None else (NodeSet.from_bits(1 << node), 0)
 
     def pod_containers(self, pod_id: str) -> list[ContainerRecord]:
         return [self.containers[c] for c in self.by_pod.get(pod_id, ())]

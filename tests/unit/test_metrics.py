@@ -55,7 +55,7 @@ def types_of(metrics: Metrics) -> dict[str, str]:
 def test_snapshot_becomes_per_numa_gauges(served) -> None:
     """CPU pools, free CPUs and memory appear per NUMA node, with base units."""
     metrics, server = served
-    metrics.update_from(SNAPSHOT)
+    metrics.snapshot_from(lambda: SNAPSHOT)
     samples = scrape(server)
     pools = samples["nri_podres_pool_cpus"]
     assert pools[(("numa_node", "0"), ("pool", "exclusive"))] == 6
@@ -72,21 +72,22 @@ def test_snapshot_becomes_per_numa_gauges(served) -> None:
 def test_vanished_numa_nodes_stop_being_reported(served) -> None:
     """A new snapshot replaces the old one whole: no stale label sets remain."""
     metrics, server = served
-    metrics.update_from(SNAPSHOT)
-    metrics.update_from({"numa": {1: {"cpus": {"free": 3}}}, "pods": 0})
+    metrics.snapshot_from(lambda: SNAPSHOT)
+    metrics.snapshot_from(lambda: {"numa": {1: {"cpus": {"free": 3}}}, "pods": 0})
     samples = scrape(server)
     assert samples["nri_podres_free_cpus"] == {(("numa_node", "1"),): 3}
     assert "nri_podres_pool_cpus" not in samples
     assert samples["nri_podres_pod_bubbles"] == {(): 0}
 
 
-def test_published_snapshot_is_a_copy(served) -> None:
-    """Mutating the caller's dict after publishing changes nothing until the next update."""
+def test_snapshot_is_taken_at_scrape_time(served) -> None:
+    """Each scrape reports what the source describes then: no publishing step to forget."""
     metrics, server = served
-    snapshot = {"numa": {0: {"cpus": {"free": 5}}}}
-    metrics.update_from(snapshot)
-    snapshot["numa"][0]["cpus"]["free"] = 99
+    free = {"numa": {0: {"cpus": {"free": 5}}}}
+    metrics.snapshot_from(lambda: free)
     assert scrape(server)["nri_podres_free_cpus"] == {(("numa_node", "0"),): 5}
+    free = {"numa": {0: {"cpus": {"free": 99}}}}
+    assert scrape(server)["nri_podres_free_cpus"] == {(("numa_node", "0"),): 99}
 
 
 def test_event_counters_and_latency_histogram(served) -> None:
@@ -129,7 +130,7 @@ def test_types_prefix_and_build_info(served) -> None:
 def test_no_created_series_and_no_per_container_labels(served) -> None:
     """The _created companions are dropped and no label can carry a pod's identity."""
     metrics, server = served
-    metrics.update_from(SNAPSHOT)
+    metrics.snapshot_from(lambda: SNAPSHOT)
     metrics.count_rejection("EmptyPodSharedPoolError")
     samples = scrape(server)
     assert not [name for name in samples if name.endswith("_created")]
