@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from nri_podres._proto import ttrpc_pb2 as tp
-from nri_podres.errors import LocalProtocolError, RemoteProtocolError
+from nri_podres.errors import LocalProtocolError
 
 HEADER = struct.Struct(">IIBB")
 MAX_MESSAGE_BYTES = 4 << 20  # what a Go peer accepts; we never send more

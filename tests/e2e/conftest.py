@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cri import Cri  # noqa: E402
+
+from tests.support import harness_unavailable  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 # The daemon configuration of the runtime tests: pod scope, single-numa-node, and
@@ -53,7 +56,6 @@ GO_PLUGIN_BUILD = REPO / "benchmarks" / "go-noop-plugin" / "build.sh"
 WORK_DIR = Path(os.environ.get("NRI_PODRES_E2E_DIR", "/var/tmp/nri-podres-e2e"))
 CGROUP_PARENT = os.environ.get("NRI_PODRES_E2E_CGROUP_PARENT", "/nri-podres-e2e")
 REUSE = os.environ.get("NRI_PODRES_E2E_REUSE") == "1"
-IN_CI = os.environ.get("CI") == "true"
 SESSION_LABEL = "nri-podres-e2e/session"
 SYNCHRONIZED = "plugin_synchronized"
 HERE = Path(__file__).resolve().parent
@@ -65,11 +67,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.runtime)
 
 
-def unavailable(reason: str) -> None:
-    """Skip (developer machine) or fail (CI) a test whose harness cannot run."""
-    if IN_CI:
-        pytest.fail(f"e2e harness unavailable under CI: {reason}", pytrace=False)
-    pytest.skip(f"e2e harness unavailable: {reason}")
+unavailable = partial(harness_unavailable, "e2e harness")  # skip on a developer machine, fail under CI
 
 
 def _tool(script: Path, *args: str, timeout_s: float = 900) -> subprocess.CompletedProcess[str]:

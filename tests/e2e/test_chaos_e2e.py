@@ -32,7 +32,7 @@ import grpc
 import pytest
 
 from conftest import POD_SCOPE_CONFIG, Containerd, Daemon
-from cri import Container, Cri, MiB, Pod
+from cri import Cri, MiB, Pod
 
 from nri_podres.cpuset import CPUSet
 

@@ -6,7 +6,6 @@ import json
 import os
 import re
 import socket
-import struct
 import subprocess
 import sys
 import time
@@ -17,28 +16,11 @@ import pytest
 from conftest import REPO, Containerd, Daemon
 from cri import Cri, MiB
 
+from tests.support import journal_entry
+
 pytestmark = pytest.mark.runtime
 
 CONFIG = '[cpu]\nreserved-cpus = ""\n[memory]\nreserved = {}\n'
-
-
-def parse_native(payload: bytes) -> dict[str, str]:
-    """journald's native datagram format: KEY=value lines, or KEY\\n<u64 le length><bytes>\\n."""
-    fields: dict[str, str] = {}
-    pos = 0
-    while pos < len(payload):
-        nl = payload.index(b"\n", pos)
-        line = payload[pos:nl]
-        if b"=" in line:
-            key, _, value = line.partition(b"=")
-            fields[key.decode()] = value.decode()
-            pos = nl + 1
-        else:
-            (size,) = struct.unpack_from("<Q", payload, nl + 1)
-            start = nl + 9
-            fields[line.decode()] = payload[start : start + size].decode()
-            pos = start + size + 1
-    return fields
 
 
 def datagram_socket(path: Path) -> socket.socket:
@@ -87,7 +69,7 @@ def test_daemon_under_systemd_like_environment(containerd: Containerd, cri: Cri,
         pod = cri.run_pod("ops-pod", namespace="prod", cpu_millis=1000, memory_limit_bytes=64 * MiB)
         cri.run_container(pod, "db", cpu_request_millis=1000, cpu_limit_millis=1000, memory_limit_bytes=32 * MiB)
         time.sleep(0.3)
-        records = [parse_native(d) for d in drain(journal)]
+        records = [journal_entry(d) for d in drain(journal)]
         allocated = [r for r in records if r.get("MESSAGE", "").startswith("container_allocated")]
         assert allocated, f"no container_allocated entry among {[r.get('MESSAGE', '')[:40] for r in records]}"
         entry = allocated[-1]

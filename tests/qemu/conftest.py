@@ -19,15 +19,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
 
 from tests.qemu.guest import FOUR_NODES_UNEVEN, REPO, TWO_NODES, Guest, GuestError, GuestTopology
 from tests.qemu.runtime import GUEST_PLUGIN_DIR, HOST_E2E_DIR, GuestRuntime
+from tests.support import harness_unavailable
 
 HERE = Path(__file__).resolve().parent
-IN_CI = os.environ.get("CI") == "true"
 #: seconds spent on setup and boots this session, printed at the end (see ``timings``)
 timings: dict[str, float] = {}
 
@@ -38,10 +39,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.qemu)
 
 
-def unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"QEMU tier unavailable under CI: {reason}", pytrace=False)
-    pytest.skip(f"QEMU tier unavailable: {reason}")
+unavailable = partial(harness_unavailable, "QEMU tier")  # skip on a developer machine, fail under CI
 
 
 def _setup(script: Path, env: dict[str, str]) -> None:

@@ -120,10 +120,10 @@ def test_ttrpc_connection_turns_any_bytes_into_events(data: list[bytes]) -> None
     conn = ttrpc.Connection()
     conn.request("svc", "M", b"")  # one call outstanding, so that responses can match
     for chunk in data:
-        for event in conn.receive(chunk):
-            assert isinstance(event, ttrpc.RequestReceived | ttrpc.ResponseReceived | ttrpc.Rejected | ttrpc.Ignored)
-            if isinstance(event, ttrpc.Rejected):
-                assert ttrpc.HEADER.unpack_from(event.reply)[2] == ttrpc.MessageType.RESPONSE
+        for received in conn.receive(chunk):
+            assert isinstance(received, ttrpc.RequestReceived | ttrpc.ResponseReceived | ttrpc.Rejected | ttrpc.Ignored)
+            if isinstance(received, ttrpc.Rejected):
+                assert ttrpc.HEADER.unpack_from(received.reply)[2] == ttrpc.MessageType.RESPONSE
 
 
 def request(stream_id: int, method: str = "Configure", service: str = PLUGIN_SERVICE, payload: bytes = b"") -> bytes:

@@ -24,6 +24,7 @@ from nri_podres.log import (
     message_id,
     resolve_format,
 )
+from tests.support import journal_entry, parse_native
 
 
 @pytest.fixture(autouse=True)
@@ -49,30 +50,8 @@ def journald(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
     sock.close()
 
 
-def parse_native(payload: bytes) -> dict[str, bytes]:
-    """Decode journald's native format (both the KEY=value and the length-prefixed form)."""
-    fields: dict[str, bytes] = {}
-    pos = 0
-    while pos < len(payload):
-        newline = payload.index(b"\n", pos)
-        line = payload[pos:newline]
-        if b"=" in line:
-            key, _, value = line.partition(b"=")
-            pos = newline + 1
-        else:
-            key = line
-            (size,) = struct.unpack_from("<Q", payload, newline + 1)
-            start = newline + 1 + 8
-            value = payload[start : start + size]
-            assert payload[start + size : start + size + 1] == b"\n"
-            pos = start + size + 1
-        assert key.decode() not in fields, "no field is sent twice"
-        fields[key.decode()] = value
-    return fields
-
-
 def receive_entry(sock: socket.socket) -> dict[str, str]:
-    return {k: v.decode() for k, v in parse_native(sock.recv(1 << 20)).items()}
+    return journal_entry(sock.recv(1 << 20))
 
 
 def test_journal_entry_carries_bound_fields_upper_cased(journald) -> None:
