@@ -14,7 +14,13 @@ has synchronized, stopped after); the pods of a batch are removed after it. Prin
 the medians per variant, each plugin's overhead over "no plugin" (difference of
 medians, and median of the per-round differences) and the ratio of the overheads.
 
-    python benchmarks/bench_e2e.py [--rounds 6] [--calls 10] [--json FILE]
+A sub-millisecond difference between two plugins drowns in the runtime's own
+variance (a CreateContainer takes ~20 ms here, give or take several). So a second
+phase puts each plugin behind ``wire_probe.py``, a relay on the NRI socket, and
+times the plugin's own share of every call (request handed over -> answer back)
+in alternating batches: the same measure for both plugins, without the runtime's noise.
+
+    python benchmarks/bench_e2e.py [--rounds 6] [--calls 10] [--wire-rounds 4] [--json FILE]
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ CTRD = REPO / "tools" / "ctrd"
 GO_BUILD = HERE / "go-noop-plugin" / "build.sh"
 LABEL = {"nri-podres-bench": "e2e"}
 VARIANTS = ("no plugin", "nri-podres", "Go no-op plugin")
+NRI_SOCKET = WORK_DIR / "nri" / "nri.sock"
+WIRE_CALLS = {"CreateContainer": "CreateContainer", "RunPodSandbox": "StateChange/RUN_POD_SANDBOX"}
 PODRES_CONFIG = '[cpu]\nreserved-cpus = ""\n\n[memory]\nreserved = {}\n'
 
 
@@ -99,8 +107,7 @@ class Samples:
     round_medians: list[tuple[float, float]] = field(default_factory=list)  # (run pod, create) per round
 
 
-def start_plugin(variant: str, tmp: Path, go_binary: Path) -> PluginProcess | None:
-    nri_socket = WORK_DIR / "nri" / "nri.sock"
+def start_plugin(variant: str, tmp: Path, go_binary: Path, nri_socket: Path = NRI_SOCKET) -> PluginProcess | None:
     if variant == "nri-podres":
         config = tmp / "config.toml"
         config.write_text(PODRES_CONFIG)
@@ -134,6 +141,68 @@ def batch(cri: Cri, round_no: int, variant: str, calls: int, samples: Samples) -
     samples.create_ms += create_ms
     samples.round_medians.append((statistics.median(run_ms), statistics.median(create_ms)))
     cri.remove_all_pods(LABEL)
+
+
+class WireProbe:
+    """benchmarks/wire_probe.py in its own process: a plugin dials it instead of the runtime."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.socket, self.out = tmp / "probe.sock", tmp / "probe.json"
+        self.socket.unlink(missing_ok=True)
+        argv = [sys.executable, str(HERE / "wire_probe.py"), "--listen", str(self.socket),
+                "--upstream", str(NRI_SOCKET), "--out", str(self.out)]
+        self.proc = subprocess.Popen(argv, cwd=REPO, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while not self.socket.exists():
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise SystemExit("wire probe did not start listening")
+            time.sleep(0.02)
+
+    def samples_ms(self) -> dict[str, list[float]]:
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+        return json.loads(self.out.read_text())
+
+
+def wire_rounds(cri: Cri, tmp: Path, go_binary: Path, rounds: int, calls: int) -> dict[str, dict[str, list[float]]]:
+    """Each plugin behind the probe, in alternating batches: its own share of each call, ms."""
+    held: dict[str, dict[str, list[float]]] = {v: {c: [] for c in WIRE_CALLS} for v in VARIANTS[1:]}
+    for round_no in range(1, rounds + 1):
+        order = VARIANTS[1:] if round_no % 2 else tuple(reversed(VARIANTS[1:]))
+        for variant in order:
+            probe = WireProbe(tmp)
+            plugin = start_plugin(variant, tmp, go_binary, probe.socket)
+            try:
+                batch(cri, 1000 + round_no, variant, calls, Samples())
+            finally:
+                if plugin is not None:
+                    plugin.stop()
+            seen = probe.samples_ms()
+            for call, key in WIRE_CALLS.items():
+                held[variant][call] += seen.get(key, [])
+        print(f"  wire round {round_no}/{rounds} done", file=sys.stderr)
+    return held
+
+
+def report_wire(held: dict[str, dict[str, list[float]]], results: Results) -> None:
+    print("\nThe plugin's own share of each call, timed on the wire by a relay (request handed over ->"
+          " answer back), ms:")
+    print(f"{'call':<18}{'variant':<18}{'n':>5}{'median':>9}{'p90':>9}")
+    for call in WIRE_CALLS:
+        medians = {}
+        for variant, calls in held.items():
+            values = sorted(calls[call])
+            if not values:
+                continue
+            medians[variant] = statistics.median(values)
+            print(f"{call:<18}{variant:<18}{len(values):>5}{medians[variant]:>9.3f}{percentile(values, 0.9):>9.3f}")
+            short = "podres" if variant == "nri-podres" else "go"
+            results.put(f"wire|{call}|{short}_median_ms", medians[variant])
+            results.put(f"wire|{call}|{short}_p90_ms", percentile(values, 0.9))
+        if len(medians) == 2:
+            ratio = medians["nri-podres"] / medians["Go no-op plugin"]
+            print(f"{call:<18}{'ratio nri-podres/Go':<23}{ratio:>9.2f}")
+            results.put(f"wire|{call}|ratio", ratio)
 
 
 def overheads(samples: dict[str, Samples], variant: str, index: int) -> tuple[float, float]:
@@ -190,6 +259,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--calls", type=int, default=10, help="pods per batch")
+    parser.add_argument("--wire-rounds", type=int, default=4, help="rounds with each plugin behind the timing relay")
     parser.add_argument("--keep-running", action="store_true", help="leave the private containerd running")
     parser.add_argument("--json", help="also write the numbers here (for benchmarks/summary.py)")
     args = parser.parse_args()
@@ -221,9 +291,11 @@ def main() -> int:
                         if plugin is not None:
                             plugin.stop()
                 print(f"  round {round_no}/{args.rounds} done", file=sys.stderr)
+            held = wire_rounds(cri, tmp, WORK_DIR / "bin" / "go-noop-plugin", args.wire_rounds, args.calls)
         print(f"End to end on {cri.version()}, {args.rounds} rounds x {args.calls} pods per variant, "
               "alternating; ms of the CRI call")
         report(samples, results)
+        report_wire(held, results)
         cri.close()
     finally:
         if not args.keep_running:
