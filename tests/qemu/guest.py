@@ -232,8 +232,14 @@ class Guest:
     @classmethod
     def boot(cls, topology: GuestTopology = TWO_NODES, *, qemu_dir: Path = DEFAULT_QEMU_DIR,
              run_dir: Path | None = None, cgroup: str = "v1", boot_timeout_s: float = 180.0,
-             tries: int = 3, accel: str = "tcg,thread=multi") -> Guest:
-        """Boot and wait for the agent; a guest silent past ``boot_timeout_s`` is booted again."""
+             tries: int = 3, accel: str = "tcg,thread=single") -> Guest:
+        """Boot and wait for the agent; a guest silent past ``boot_timeout_s`` is booted again.
+
+        Single-threaded TCG by default: under multi-threaded TCG on a 2-CPU host, the
+        guest kernel's live code patching (a static key flipped when runc creates the
+        first memory cgroup, ``text_poke_bp``) left vCPUs spinning on the int3 at
+        ``kmem_cache_alloc`` for minutes (soft lockups, failed tests); one thread runs
+        every vCPU in turn, sees its own code writes at once, and is no slower here."""
         for needed in ("vmlinuz", "initrd.cpio.gz"):
             if not (qemu_dir / needed).is_file():
                 raise GuestError(f"{qemu_dir / needed} missing: run tools/qemu/setup.sh")
