@@ -53,6 +53,9 @@ CTRD = REPO / "tools" / "ctrd"
 GO_BUILD = HERE / "go-noop-plugin" / "build.sh"
 LABEL = {"nri-podres-bench": "e2e"}
 VARIANTS = ("no plugin", "nri-podres", "Go no-op plugin")
+PY_NOOP = "Python no-op"  # our own stack deciding nothing: wire phase only
+WIRE_VARIANTS = ("nri-podres", PY_NOOP, "Go no-op plugin")
+WIRE_SHORT = {"nri-podres": "podres", PY_NOOP: "pynoop", "Go no-op plugin": "go"}
 NRI_SOCKET = WORK_DIR / "nri" / "nri.sock"
 WIRE_CALLS = {"CreateContainer": "CreateContainer", "RunPodSandbox": "StateChange/RUN_POD_SANDBOX"}
 PODRES_CONFIG = '[cpu]\nreserved-cpus = ""\n\n[memory]\nreserved = {}\n'
@@ -117,6 +120,9 @@ def start_plugin(variant: str, tmp: Path, go_binary: Path, nri_socket: Path = NR
                 "--admin-socket", str(tmp / "admin.sock"), "--state-dir", str(state), "--config", str(config),
                 "--log-format", "json"]
         plugin = PluginProcess(argv, tmp / "nri-podres.log")
+    elif variant == PY_NOOP:
+        argv = [sys.executable, str(HERE / "py_noop_plugin.py"), "--socket", str(nri_socket)]
+        plugin = PluginProcess(argv, tmp / "py-noop.log")
     elif variant == "Go no-op plugin":
         argv = [str(go_binary), "-socket", str(nri_socket), "-name", "go-noop", "-idx", "50"]
         plugin = PluginProcess(argv, tmp / "go-noop.log")
@@ -166,9 +172,9 @@ class WireProbe:
 
 def wire_rounds(cri: Cri, tmp: Path, go_binary: Path, rounds: int, calls: int) -> dict[str, dict[str, list[float]]]:
     """Each plugin behind the probe, in alternating batches: its own share of each call, ms."""
-    held: dict[str, dict[str, list[float]]] = {v: {c: [] for c in WIRE_CALLS} for v in VARIANTS[1:]}
+    held: dict[str, dict[str, list[float]]] = {v: {c: [] for c in WIRE_CALLS} for v in WIRE_VARIANTS}
     for round_no in range(1, rounds + 1):
-        order = VARIANTS[1:] if round_no % 2 else tuple(reversed(VARIANTS[1:]))
+        order = WIRE_VARIANTS if round_no % 2 else tuple(reversed(WIRE_VARIANTS))
         for variant in order:
             probe = WireProbe(tmp)
             plugin = start_plugin(variant, tmp, go_binary, probe.socket)
@@ -196,13 +202,16 @@ def report_wire(held: dict[str, dict[str, list[float]]], results: Results) -> No
                 continue
             medians[variant] = statistics.median(values)
             print(f"{call:<18}{variant:<18}{len(values):>5}{medians[variant]:>9.3f}{percentile(values, 0.9):>9.3f}")
-            short = "podres" if variant == "nri-podres" else "go"
+            short = WIRE_SHORT[variant]
             results.put(f"wire|{call}|{short}_median_ms", medians[variant])
             results.put(f"wire|{call}|{short}_p90_ms", percentile(values, 0.9))
-        if len(medians) == 2:
+        if len(medians) == len(WIRE_VARIANTS):
             ratio = medians["nri-podres"] / medians["Go no-op plugin"]
+            floor = medians[PY_NOOP] / medians["Go no-op plugin"]
             print(f"{call:<18}{'ratio nri-podres/Go':<23}{ratio:>9.2f}")
+            print(f"{call:<18}{'ratio Python no-op/Go':<23}{floor:>9.2f}")
             results.put(f"wire|{call}|ratio", ratio)
+            results.put(f"wire|{call}|pynoop_ratio", floor)
 
 
 def overheads(samples: dict[str, Samples], variant: str, index: int) -> tuple[float, float]:
@@ -257,7 +266,7 @@ def report(samples: dict[str, Samples], results: Results) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--rounds", type=int, default=6, help="alternating end-to-end rounds (0: the wire phase only)")
     parser.add_argument("--calls", type=int, default=10, help="pods per batch")
     parser.add_argument("--wire-rounds", type=int, default=4, help="rounds with each plugin behind the timing relay")
     parser.add_argument("--keep-running", action="store_true", help="leave the private containerd running")
@@ -292,9 +301,10 @@ def main() -> int:
                             plugin.stop()
                 print(f"  round {round_no}/{args.rounds} done", file=sys.stderr)
             held = wire_rounds(cri, tmp, WORK_DIR / "bin" / "go-noop-plugin", args.wire_rounds, args.calls)
-        print(f"End to end on {cri.version()}, {args.rounds} rounds x {args.calls} pods per variant, "
-              "alternating; ms of the CRI call")
-        report(samples, results)
+        if args.rounds:
+            print(f"End to end on {cri.version()}, {args.rounds} rounds x {args.calls} pods per variant, "
+                  "alternating; ms of the CRI call")
+            report(samples, results)
         report_wire(held, results)
         cri.close()
     finally:

@@ -86,6 +86,10 @@ def headline(raw: Path) -> list[tuple[str, str, str, str]]:
                         f"{e2e[f'wire|{call}|go_median_ms']:.3f} ms (p90 {e2e[f'wire|{call}|go_p90_ms']:.3f})")
                 rows.append(row(f"{call}: the plugin's own time per call, on the wire", text, "ratio <= 1.3",
                                 ratio <= 1.3))
+            floor = e2e.get(f"wire|{call}|pynoop_ratio")
+            if floor is not None:
+                rows.append(row(f"  ({call}: a no-op plugin on our Python stack, on the wire)",
+                                f"ratio {floor:.2f}: median {e2e[f'wire|{call}|pynoop_median_ms']:.3f} ms", "", None))
         base = e2e.get("no plugin|create_median_ms")
         if base:
             rows.append(row("  (CreateContainer with no plugin, median)", f"{base:.1f} ms", "", None))
