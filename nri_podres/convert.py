@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from nri_podres._proto import api_pb2 as pb
 from nri_podres.cpuset import CPUSet, NodeSet
-from nri_podres.resources import Assignment, ContainerInfo, PodInfo
+from nri_podres.resources import ANNOTATIONS, Assignment, ContainerInfo, PodInfo
 
 
 def _opt(msg: object, name: str) -> int | None:
@@ -25,6 +27,11 @@ def _cpu_memory_values(res: pb.LinuxResources) -> dict[str, int | None]:
     }
 
 
+def _own_annotations(annotations: Mapping[str, str]) -> dict[str, str]:
+    """Ours only: a kubelet sets a dozen others, which no decision reads."""
+    return {key: annotations[key] for key in ANNOTATIONS if key in annotations}
+
+
 def pod_from_pb(pod: pb.PodSandbox) -> PodInfo:
     """The pod budget is the sandbox's ``linux.pod_resources`` (absent for most pods)."""
     values: dict[str, int | None] = {}
@@ -35,7 +42,7 @@ def pod_from_pb(pod: pb.PodSandbox) -> PodInfo:
         name=pod.name,
         namespace=pod.namespace,
         uid=pod.uid,
-        annotations=dict(pod.annotations),
+        annotations=_own_annotations(pod.annotations),
         **values,  # type: ignore[arg-type]
     )
 
@@ -61,7 +68,7 @@ def container_from_pb(ctr: pb.Container) -> ContainerInfo:
         id=ctr.id,
         pod_id=ctr.pod_sandbox_id,
         name=ctr.name,
-        annotations=dict(ctr.annotations),
+        annotations=_own_annotations(ctr.annotations),
         cpus=cpus,  # type: ignore[arg-type]
         mems=mems,  # type: ignore[arg-type]
         running=ctr.state in (pb.CONTAINER_RUNNING, pb.CONTAINER_CREATED, pb.CONTAINER_PAUSED, pb.CONTAINER_UNKNOWN),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 from collections.abc import Callable, Mapping
@@ -141,7 +142,8 @@ async def serve(topology: Topology, config: Config, options: DaemonOptions, envi
 
     plugin = PodresPlugin(topology, config, checkpoint=loaded.data, save=saver.submit,
                           on_synchronized=synchronized,
-                          on_decision=_decision_hook(metrics) if metrics is not None else None)
+                          on_decision=_decision_hook(metrics) if metrics is not None else None,
+                          defer_logs=True)  # each event's lines follow its reply (Session calls after_reply)
     if metrics is not None:
         # Built at scrape time from one read of the immutable state: decisions pay nothing for it.
         metrics.snapshot_from(lambda: report.metrics_snapshot(topology, ctx, plugin.state))
@@ -160,6 +162,9 @@ async def serve(topology: Topology, config: Config, options: DaemonOptions, envi
     interval = watchdog_interval_s(environ, os.getpid())
     if interval:
         background.append(asyncio.create_task(_watchdog(notifier, interval)))
+    # What start-up built (modules, protobuf descriptors, the topology) lives as long as the
+    # process: keep it out of the collector's full passes, which would rescan it mid-request.
+    gc.freeze()
     try:
         async with AdminServer(options.admin_socket, _admin_handlers(plugin, ctx)):
             await run_forever(stub, connect, reconnect=reconnect, observer=MetricsObserver(metrics, notifier))

@@ -26,6 +26,33 @@ from nri_podres.topology import Topology
 
 log = structlog.get_logger("nri_podres.plugin")
 
+
+class EventLog:
+    """The plugin's log lines: written at once, or -- in the daemon -- held until the
+    reply is on the wire, since rendering a line costs about as much as the decision.
+    The transport calls :meth:`flush` after every reply it sends."""
+
+    def __init__(self, deferred: bool = False) -> None:
+        self.deferred = deferred
+        self._held: list[tuple[str, str, dict[str, Any]]] = []
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._put("info", event, fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._put("warning", event, fields)
+
+    def _put(self, level: str, event: str, fields: dict[str, Any]) -> None:
+        if self.deferred:
+            self._held.append((level, event, fields))
+        else:
+            getattr(log, level)(event, **fields)
+
+    def flush(self) -> None:
+        held, self._held = self._held, []
+        for level, event, fields in held:
+            getattr(log, level)(event, **fields)
+
 # Refusals that mean "no room"; with possibly-gone pods holding CPUs they trigger a resync.
 CAPACITY_REASONS = frozenset({"TopologyAffinityError", "InsufficientCPUs", "InsufficientMemory", "SMTAlignmentError"})
 RESYNC_INTERVAL_S = 30.0
@@ -43,6 +70,7 @@ class PodresPlugin:
         on_decision: Callable[[str, Decision | AdmissionError], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sandbox_alive: Callable[[int, str], bool] | None = None,
+        defer_logs: bool = False,
     ) -> None:
         self.topology = topology
         self.config = config
@@ -63,6 +91,7 @@ class PodresPlugin:
         self._last_resync_s = -RESYNC_INTERVAL_S
         self._clock = clock
         self._sandbox_alive = sandbox_alive or sandbox_process_alive
+        self.log = EventLog(deferred=defer_logs)
 
     # ---- bookkeeping ----
 
@@ -78,7 +107,7 @@ class PodresPlugin:
             self._on_decision(event, decision)
 
     def _refused(self, event: str, exc: AdmissionError, **fields: object) -> None:
-        log.warning("request_refused", nri_event=event, reason=exc.reason, error=exc.message, **fields)
+        self.log.warning("request_refused", nri_event=event, reason=exc.reason, error=exc.message, **fields)
         if self._on_decision is not None:
             self._on_decision(event, exc)
         self._maybe_resync(exc)
@@ -94,7 +123,7 @@ class PodresPlugin:
             return
         self._resync_wanted = True
         self._last_resync_s = now
-        log.warning("resync_requested", uncertain_pods=len(stale),
+        self.log.warning("resync_requested", uncertain_pods=len(stale),
                     why="pods adopted after a runtime restart may be gone without a removal event")
 
     def _purge_gone_pods(self) -> bool:
@@ -109,7 +138,7 @@ class PodresPlugin:
             decision = policy.remove_pod(self.topology, self.config, self.state, pod_id)
             self._commit("RemovePodSandbox", decision, pod_id)
             self._uncertain_pods.pop(pod_id, None)
-            log.info("pod_gone", pod_namespace=pod.namespace, pod_name=pod.name,
+            self.log.info("pod_gone", pod_namespace=pod.namespace, pod_name=pod.name,
                      why="its sandbox process ended; the runtime sent no removal (it restarted since)")
         return bool(gone)
 
@@ -142,7 +171,12 @@ class PodresPlugin:
     def take_unsolicited_updates(self) -> list[pb.ContainerUpdate]:
         return self._take_updates()
 
+    def after_reply(self) -> None:
+        """The reply is on the wire: write the lines of its event."""
+        self.log.flush()
+
     def connection_lost(self) -> None:
+        self.log.flush()
         self._lost_connection = True
         self.synchronized = False
         self._pending.clear()  # Synchronize after the reconnect re-derives everything
@@ -150,7 +184,7 @@ class PodresPlugin:
     # ---- handlers ----
 
     def configure(self, config_text: str, runtime: object) -> None:
-        log.info("plugin_configured", runtime=str(getattr(runtime, "name", "")),
+        self.log.info("plugin_configured", runtime=str(getattr(runtime, "name", "")),
                  runtime_version=str(getattr(runtime, "version", "")),
                  nri_version=".".join(map(str, getattr(runtime, "nri_version", ()))))
 
@@ -171,7 +205,7 @@ class PodresPlugin:
             if self._lost_connection else {}
         )
         updates = self._take_updates()
-        log.info(
+        self.log.info(
             "plugin_synchronized",
             pods=len(pod_infos),
             containers=len(ctr_infos),
@@ -194,7 +228,7 @@ class PodresPlugin:
         try:
             return State.from_json(saved)
         except (KeyError, TypeError, ValueError) as exc:
-            log.warning("checkpoint_ignored", problem=f"checkpoint content is invalid: {exc}")
+            self.log.warning("checkpoint_ignored", problem=f"checkpoint content is invalid: {exc}")
             return None
 
     def run_pod_sandbox(self, pod: pb.PodSandbox) -> None:
@@ -207,7 +241,7 @@ class PodresPlugin:
         self._commit("RunPodSandbox", decision, info.id)
         pod_rec = decision.state.pods.get(info.id)
         bubble = pod_rec.bubble if pod_rec is not None else None
-        log.info("pod_admitted", nri_event="RunPodSandbox", **_pod_fields(info),
+        self.log.info("pod_admitted", nri_event="RunPodSandbox", **_pod_fields(info),
                  cpus=str(bubble) if bubble is not None else "", reason=decision.reason,
                  others_changed=len(decision.changed))
 
@@ -223,7 +257,7 @@ class PodresPlugin:
         self._pending.pop(ctr.id, None)
         updates = self._take_updates(exclude=ctr.id)
         adjust = None if decision.assignment is None else convert.adjustment_from_assignment(decision.assignment)
-        _log_assignment("container_allocated", "CreateContainer", pod_info, ctr, decision.assignment, decision.reason, len(updates))
+        _log_assignment(self.log, "container_allocated", "CreateContainer", pod_info, ctr, decision.assignment, decision.reason, len(updates))
         return adjust, updates
 
     def update_container(self, pod: pb.PodSandbox, container: pb.Container, resources: pb.LinuxResources) -> list[pb.ContainerUpdate]:
@@ -241,7 +275,7 @@ class PodresPlugin:
         if decision.assignment is not None:
             # Re-assert our sets on the target itself: its id must be set or the runtime drops it.
             updates.append(convert.update_from_assignment(ctr.id, decision.assignment))
-        _log_assignment("container_updated", "UpdateContainer", pod_info, ctr, decision.assignment, decision.reason, len(updates))
+        _log_assignment(self.log, "container_updated", "UpdateContainer", pod_info, ctr, decision.assignment, decision.reason, len(updates))
         return updates
 
     def stop_container(self, pod: pb.PodSandbox, container: pb.Container) -> list[pb.ContainerUpdate]:
@@ -250,7 +284,7 @@ class PodresPlugin:
         decision = policy.stop_container(self.topology, self.config, self.state, ctr.id)
         self._commit("StopContainer", decision, ctr.id)
         updates = self._take_updates(exclude=ctr.id)
-        log.info("container_released", nri_event="StopContainer", **_pod_fields(pod_info),
+        self.log.info("container_released", nri_event="StopContainer", **_pod_fields(pod_info),
                  container_name=ctr.name, reason=decision.reason, others_changed=len(updates))
         return updates
 
@@ -260,7 +294,7 @@ class PodresPlugin:
         decision = policy.remove_container(self.topology, self.config, self.state, ctr.id)
         self._commit("RemoveContainer", decision, ctr.id)
         self.reasons.pop(ctr.id, None)
-        log.info("container_removed", nri_event="RemoveContainer", **_pod_fields(pod_info),
+        self.log.info("container_removed", nri_event="RemoveContainer", **_pod_fields(pod_info),
                  container_name=ctr.name, others_pending=len(decision.changed))
 
     def remove_pod_sandbox(self, pod: pb.PodSandbox) -> None:
@@ -269,7 +303,7 @@ class PodresPlugin:
         self._commit("RemovePodSandbox", decision, info.id)
         self._uncertain_pods.pop(info.id, None)
         self.reasons.pop(info.id, None)
-        log.info("pod_released", nri_event="RemovePodSandbox", **_pod_fields(info),
+        self.log.info("pod_released", nri_event="RemovePodSandbox", **_pod_fields(info),
                  reason=decision.reason, others_pending=len(decision.changed))
 
     def update_pod_sandbox(self, pod: pb.PodSandbox, overhead: pb.LinuxResources, resources: pb.LinuxResources) -> None:
@@ -282,7 +316,7 @@ class PodresPlugin:
             self._refused("UpdatePodSandbox", exc, **_pod_fields(info))
             raise
         self._commit("UpdatePodSandbox", decision, info.id)
-        log.info("pod_resized", nri_event="UpdatePodSandbox", **_pod_fields(info), reason=decision.reason)
+        self.log.info("pod_resized", nri_event="UpdatePodSandbox", **_pod_fields(info), reason=decision.reason)
 
 
 def sandbox_process_alive(pid: int, sandbox_id: str) -> bool:
@@ -299,9 +333,10 @@ def _pod_fields(pod: PodInfo) -> dict[str, str]:
 
 
 def _log_assignment(
+    events: EventLog,
     event_name: str, nri_event: str, pod: PodInfo, ctr: ContainerInfo, a: Assignment | None, reason: str, updates: int
 ) -> None:
-    log.info(
+    events.info(
         event_name,
         nri_event=nri_event,
         **_pod_fields(pod),

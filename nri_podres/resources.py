@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 OPT_OUT_ANNOTATION = "podres.nri.io/opt-out"
 NUMA_NODE_ANNOTATION = "podres.nri.io/numa-node"
+ANNOTATIONS = (OPT_OUT_ANNOTATION, NUMA_NODE_ANNOTATION)  # the only ones read (and checkpointed)
 QUOTA_LIFTED = -1
 
 

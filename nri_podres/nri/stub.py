@@ -134,6 +134,12 @@ class Stub:
             return []
         return merge_updates(take())
 
+    def after_reply(self) -> None:
+        """The reply to the last request is sent: the plugin may do what could wait for it."""
+        hook = getattr(self.plugin, "after_reply", None)
+        if callable(hook):
+            hook()
+
     def take_resync_request(self) -> bool:
         """Whether the plugin wants a fresh Synchronize (the transport then reconnects)."""
         take = getattr(self.plugin, "take_resync_request", None)

@@ -188,6 +188,7 @@ class Session:
             reply = ttrpc.Connection.respond_error(req.stream_id, code, str(exc))
         self._send(mux.PLUGIN_CONN, reply)
         self.observer.request_served(req.method, time.perf_counter() - started, code)
+        self.stub.after_reply()
         self._flush_unsolicited()
         if self.stub.take_resync_request():
             raise ResyncRequested("resynchronizing: pods held after a runtime restart may be gone")

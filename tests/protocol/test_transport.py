@@ -24,6 +24,7 @@ class RecordingPlugin:
     def __init__(self) -> None:
         self.synced: list[tuple[int, int]] = []
         self.events: list[str] = []
+        self.replied_after: list[int] = []
 
     def synchronize(self, pods: list[pb.PodSandbox], containers: list[pb.Container]) -> list[pb.ContainerUpdate]:
         self.synced.append((len(pods), len(containers)))
@@ -45,6 +46,9 @@ class RecordingPlugin:
 
     def remove_container(self, pod: pb.PodSandbox, container: pb.Container) -> None:
         self.events.append(f"remove {container.name}")
+
+    def after_reply(self) -> None:
+        self.replied_after.append(len(self.events))  # events handled when each reply had gone out
 
 
 class Server:
@@ -205,3 +209,21 @@ def test_bad_identity_is_refused(name: str, idx: str, error: str) -> None:
 
     with pytest.raises(ConfigError, match=error):
         Stub(RecordingPlugin(), name, idx)
+
+
+def test_after_reply_follows_every_answered_request(tmp_path: Path) -> None:
+    """The stub's after_reply hook (where the daemon writes its log lines) runs once per reply, after the handler."""
+
+    async def scenario() -> None:
+        plugin = RecordingPlugin()
+        async with plugin_and_runtime(tmp_path, plugin) as (server, _):
+            rt = await server.next_registered()
+            await configure(rt)
+            await rt.call("Synchronize", pb.SynchronizeRequest())
+            req = pb.CreateContainerRequest(pod=pb.PodSandbox(name="db"), container=pb.Container(id="c", name="app"))
+            assert (await rt.call("CreateContainer", req)).code == 0
+            assert (await rt.call("NoSuchMethod", pb.Empty())).code == Code.UNIMPLEMENTED
+            assert plugin.events == ["create db/app"]
+            assert plugin.replied_after == [0, 0, 1, 1]  # Configure, Synchronize, CreateContainer, the unknown method
+
+    asyncio.run(scenario())

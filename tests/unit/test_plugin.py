@@ -239,3 +239,26 @@ def test_sandboxes_seen_alive_cause_no_resync() -> None:
     with pytest.raises(AdmissionError):
         plugin.run_pod_sandbox(sandbox("new", 8))
     assert plugin.take_resync_request() is False
+
+
+def test_deferred_log_lines_wait_for_the_reply() -> None:
+    """In the daemon an event's lines are written after its reply (after_reply), in order, none lost."""
+    plugin = PodresPlugin(TOPO, CONFIG, defer_logs=True)
+    pod = sandbox("p", 2)
+    with capture_logs() as logs:
+        plugin.synchronize([], [])
+        plugin.run_pod_sandbox(pod)
+        assert logs == []
+        plugin.after_reply()
+        assert [entry["event"] for entry in logs] == ["plugin_synchronized", "pod_admitted"]
+        plugin.create_container(pod, container("db", pod, cpus=1))
+        plugin.connection_lost()  # nothing held is dropped with the connection
+    assert [entry["event"] for entry in logs][2:] == ["container_allocated"]
+
+
+def test_immediate_log_lines_by_default() -> None:
+    """Outside the daemon (simulate, tests) lines are written as the event is handled."""
+    plugin = PodresPlugin(TOPO, CONFIG)
+    with capture_logs() as logs:
+        plugin.synchronize([], [])
+    assert [entry["event"] for entry in logs] == ["plugin_synchronized"]
