@@ -82,10 +82,10 @@ async def round_trips(plugin: object, cases: dict[str, tuple[pb.PodSandbox, pb.C
     """Register a Session with a fake runtime over a socketpair, then time CreateContainer calls."""
     runtime_end, plugin_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     r_reader, r_writer = await asyncio.open_unix_connection(sock=runtime_end)
-    p_reader, p_writer = await asyncio.open_unix_connection(sock=plugin_end)
     runtime = FakeRuntime(r_reader, r_writer)
     pump = asyncio.create_task(runtime.pump())
-    session = Session(Stub(plugin, "podres", "90"), p_reader, p_writer)
+    session = Session(Stub(plugin, "podres", "90"))
+    await asyncio.get_running_loop().create_unix_connection(lambda: session, sock=plugin_end)
     served = asyncio.create_task(session.run())
     try:
         await asyncio.wait_for(runtime.registered, 5)

@@ -1,9 +1,10 @@
 """The asyncio driver: socket <-> mux <-> ttrpc <-> stub. Thin on purpose.
 
-One task reads the trunk and feeds the sans-I/O codecs; requests on conn 1
-are answered synchronously (handlers are fast, pure-ish functions), so one
-event loop owns all state. Our own calls on conn 2 (RegisterPlugin,
-UpdateContainers) are futures resolved by the reader.
+The session is the socket's asyncio ``Protocol``: bytes the runtime sends are fed
+to the sans-I/O codecs straight from the event loop's read callback, and requests
+on conn 1 are answered there and then (handlers are fast, pure-ish functions), so
+one event loop owns all state and a request costs no task switch. Our own calls on
+conn 2 (RegisterPlugin, UpdateContainers) are futures resolved by that callback.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import os
 import socket
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, cast
 
 import structlog
 
@@ -25,7 +26,7 @@ from nri_podres.errors import ProtocolError, RemoteProtocolError, RPCError
 from nri_podres.nri.stub import RUNTIME_SERVICE, Stub
 
 log = structlog.get_logger("nri_podres.nri")
-READ_CHUNK_BYTES = 1 << 16
+CLOSE_WAIT_S = 1.0
 
 
 class Observer(Protocol):
@@ -57,34 +58,86 @@ class RegistrationFailed(Exception):
     """The runtime refused or did not answer RegisterPlugin."""
 
 
-@dataclass
-class Session:
+class Session(asyncio.Protocol):
     """One trunk connection to the runtime."""
 
-    stub: Stub
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
-    observer: Observer = field(default_factory=NullObserver)
-    _decoder: mux.MuxDecoder = field(default_factory=mux.MuxDecoder)
-    _server: ttrpc.Connection = field(default_factory=ttrpc.Connection)  # conn 1
-    _client: ttrpc.Connection = field(default_factory=ttrpc.Connection)  # conn 2
-    _calls: dict[int, asyncio.Future[ttrpc.ResponseReceived]] = field(default_factory=dict)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    def __init__(self, stub: Stub, observer: Observer | None = None) -> None:
+        self.stub = stub
+        self.observer: Observer = observer or NullObserver()
+        self._decoder = mux.MuxDecoder()
+        self._server = ttrpc.Connection()  # conn 1
+        self._client = ttrpc.Connection()  # conn 2
+        self._calls: dict[int, asyncio.Future[ttrpc.ResponseReceived]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._transport: asyncio.WriteTransport | None = None
+        loop = asyncio.get_running_loop()
+        self._ended: asyncio.Future[None] = loop.create_future()  # fails with why the trunk ended
+        self._lost: asyncio.Future[None] = loop.create_future()  # the socket is closed
+        self._writable: asyncio.Future[None] | None = None  # set while the kernel buffer is full
+
+    # ---- asyncio.Protocol ----
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.WriteTransport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._ended.done():
+            return  # ending: the rest is not ours to answer
+        self._decoder.feed(data)
+        try:
+            for frame in self._decoder.frames():
+                self._route(frame)
+        except (ResyncRequested, RemoteProtocolError) as exc:
+            self._end(exc)
+
+    def eof_received(self) -> bool:
+        self._end(ConnectionClosed("runtime closed the connection"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(exc or ConnectionClosed("runtime closed the connection"))
+        if not self._lost.done():
+            self._lost.set_result(None)
+        self.resume_writing()
+
+    def pause_writing(self) -> None:
+        if self._writable is None:
+            self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
+    # ---- the session ----
+
+    def _end(self, why: BaseException) -> None:
+        if self._ended.done():
+            return
+        self._ended.set_exception(why)
+        for future in self._calls.values():  # our outstanding calls will never be answered
+            if not future.done():
+                future.set_exception(why)
 
     def _send(self, conn_id: int, message: bytes) -> None:
-        # Both frames of a message are written back to back without yielding,
-        # so no other message can slip between them.
-        for frame in mux.encode_message(conn_id, message):
-            self.writer.write(frame)
+        # Both frames of a message go out in one write: no other message can slip between them.
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.writelines(mux.encode_message(conn_id, message))
+
+    async def _drain(self) -> None:
+        if self._writable is not None:
+            await self._writable
 
     async def call(self, method: str, payload: bytes, timeout_s: float | None) -> bytes:
+        if self._ended.done():
+            raise ConnectionClosed("connection closed")
         timeout_nano = int(timeout_s * 1e9) if timeout_s else 0
         stream_id, data = self._client.request(RUNTIME_SERVICE, method, payload, timeout_nano)
         future: asyncio.Future[ttrpc.ResponseReceived] = asyncio.get_running_loop().create_future()
         self._calls[stream_id] = future
         self._send(mux.RUNTIME_CONN, data)
-        await self.writer.drain()
         try:
+            await self._drain()
             resp = await asyncio.wait_for(future, timeout_s)
         finally:
             self._calls.pop(stream_id, None)
@@ -94,32 +147,24 @@ class Session:
         return resp.payload
 
     async def run(self, on_registered: Callable[[], None] | None = None) -> None:
-        """Register, then serve until the trunk closes. Raises why it ended."""
-        reader = asyncio.create_task(self._read_loop())
-        reader.add_done_callback(self._fail_calls)
+        """Register, then serve until the trunk ends. Raises why it ended."""
         try:
             await self._register()
             if on_registered is not None:
                 on_registered()
-            await reader
+            await self._ended
         finally:
-            reader.cancel()
+            self._end(ConnectionClosed("session ended"))
+            if not self._ended.cancelled():  # cancelled with us when we are stopped
+                self._ended.exception()  # retrieved: asyncio would report it as never seen
             for task in list(self._tasks):
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            self.writer.close()
-            # The runtime must see this trunk closed before we register again, or it
-            # would hold two instances of the plugin (both claiming every cpuset).
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                await asyncio.wait_for(self.writer.wait_closed(), 1.0)
-
-    def _fail_calls(self, reader: asyncio.Task[None]) -> None:
-        """The trunk is gone: our outstanding calls will never be answered."""
-        error = None if reader.cancelled() else reader.exception()
-        for future in self._calls.values():
-            if not future.done():
-                future.set_exception(error or ConnectionClosed("connection closed"))
+            if self._transport is not None:
+                self._transport.close()  # what is buffered (a last reply) still goes out
+                # The runtime must see this trunk closed before we register again, or it
+                # would hold two instances of the plugin (both claiming every cpuset).
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(self._lost), CLOSE_WAIT_S)
 
     async def _register(self) -> None:
         try:
@@ -129,18 +174,6 @@ class Session:
         except TimeoutError as exc:
             raise RegistrationFailed("runtime did not answer RegisterPlugin in time") from exc
         log.info("plugin_registered", name=self.stub.name, index=self.stub.idx)
-
-    async def _read_loop(self) -> None:
-        while True:
-            data = await self.reader.read(READ_CHUNK_BYTES)
-            if not data:
-                raise ConnectionClosed("runtime closed the connection")
-            self._decoder.feed(data)
-            try:
-                for frame in self._decoder.frames():
-                    self._route(frame)
-            finally:
-                await self.writer.drain()  # the reply that triggered a resync goes out first
 
     def _route(self, frame: mux.Frame) -> None:
         if frame.conn_id == mux.PLUGIN_CONN:
@@ -204,16 +237,17 @@ class Session:
         payload = pb.UpdateContainersRequest(update=updates).SerializeToString()
         try:
             await self.call("UpdateContainers", payload, timeout_s=self.stub.runtime.request_timeout_s)
-        except (RPCError, TimeoutError) as exc:
+        except (RPCError, TimeoutError, ConnectionClosed) as exc:
             log.warning("update_containers_failed", containers=len(updates), error=str(exc))
 
 
-Connector = Callable[[], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
+# Connects a session (the protocol) to the runtime's socket.
+Connector = Callable[[Session], Awaitable[object]]
 
 
 def path_connector(path: str) -> Connector:
-    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_unix_connection(path, limit=READ_CHUNK_BYTES)
+    async def connect(session: Session) -> object:
+        return await asyncio.get_running_loop().create_unix_connection(lambda: session, path)
 
     return connect
 
@@ -221,9 +255,9 @@ def path_connector(path: str) -> Connector:
 def fd_connector(fd: int) -> Connector:
     """The socket a runtime passes to a plugin it launched (NRI_PLUGIN_SOCKET)."""
 
-    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    async def connect(session: Session) -> object:
         sock = socket.socket(fileno=fd)
-        return await asyncio.open_unix_connection(sock=sock, limit=READ_CHUNK_BYTES)
+        return await asyncio.get_running_loop().create_unix_connection(lambda: session, sock=sock)
 
     return connect
 
@@ -270,11 +304,11 @@ async def run_forever(
 
 async def _one_session(stub: Stub, connect: Connector, observer: Observer, backoff: Backoff) -> tuple[str, bool]:
     """Why the session ended, and whether the plugin asked for the immediate resync."""
+    session = Session(stub, observer=observer)
     try:
-        reader, writer = await connect()
+        await connect(session)
     except OSError as exc:
         return f"cannot connect: {os.strerror(exc.errno) if exc.errno else exc}", False
-    session = Session(stub, reader, writer, observer=observer)
 
     def registered() -> None:
         backoff.reset()
