@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import struct
+from pathlib import Path
 
 import pytest
 
 IN_CI = os.environ.get("CI") == "true"
+REPO = Path(__file__).resolve().parents[1]
+# Real machines' sysfs trees (tarballs), kept beside the checkout unless named.
+SYSFS_DUMPS = Path(os.environ.get("NRI_PODRES_FIXTURES", REPO.parent / "shared" / "fixtures")) / "sysfs"
 
 
 def harness_unavailable(tier: str, reason: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,10 +23,9 @@ from nri_podres.machine import (
 )
 from nri_podres.sysfs import read_topology
 from nri_podres.topology_view import topology_to_json
+from tests.support import SYSFS_DUMPS
 
 MACHINES = Path(__file__).resolve().parents[1] / "fixtures" / "machines"
-REPO = Path(__file__).resolve().parents[2]
-SYSFS_DUMPS = Path(os.environ.get("NRI_PODRES_FIXTURES", REPO.parent / "shared" / "fixtures")) / "sysfs"
 GIB = 1 << 30
 
 Row = Callable[[int], tuple[int, int, int, int]]  # cpu -> (core, socket, numa, l3)

@@ -213,10 +213,18 @@ def test_pods_whose_sandbox_process_is_gone_are_released_without_a_resync() -> N
     assert plugin.take_resync_request() is False
 
 
-def test_sandboxes_this_proc_cannot_show_are_never_released_on_a_guess() -> None:
-    """In its own PID namespace the plugin cannot see sandboxes: it never releases them from /proc,
-    it asks the runtime again instead."""
-    plugin = PodresPlugin(TOPO, CONFIG, sandbox_alive=lambda pid, sandbox_id: False)
+@pytest.mark.parametrize(
+    ("proc_shows_alive", "resync"),
+    [
+        # In its own PID namespace the plugin cannot see sandboxes: it never releases them
+        # from /proc, it asks the runtime again instead.
+        (False, True),
+        # A full node whose adopted pods are verifiably alive is simply full: no reconnect.
+        (True, False),
+    ],
+)
+def test_adopted_sandboxes_are_never_released_on_a_guess(proc_shows_alive: bool, resync: bool) -> None:
+    plugin = PodresPlugin(TOPO, CONFIG, sandbox_alive=lambda pid, sandbox_id: proc_shows_alive)
     plugin.synchronize([], [])
     plugin.connection_lost()
     a, b = sandbox("a", 8), sandbox("b", 8)
@@ -225,20 +233,7 @@ def test_sandboxes_this_proc_cannot_show_are_never_released_on_a_guess() -> None
     with pytest.raises(AdmissionError):
         plugin.run_pod_sandbox(sandbox("new", 8))
     assert set(plugin.state.pods) == {"a", "b"}
-    assert plugin.take_resync_request() is True
-
-
-def test_sandboxes_seen_alive_cause_no_resync() -> None:
-    """A full node whose adopted pods are verifiably alive is simply full: no reconnect."""
-    plugin = PodresPlugin(TOPO, CONFIG, sandbox_alive=lambda pid, sandbox_id: True)
-    plugin.synchronize([], [])
-    plugin.connection_lost()
-    a, b = sandbox("a", 8), sandbox("b", 8)
-    a.pid, b.pid = 11, 12
-    plugin.synchronize([a, b], [])
-    with pytest.raises(AdmissionError):
-        plugin.run_pod_sandbox(sandbox("new", 8))
-    assert plugin.take_resync_request() is False
+    assert plugin.take_resync_request() is resync
 
 
 def test_deferred_log_lines_wait_for_the_reply() -> None:

@@ -18,10 +18,8 @@ from nri_podres.errors import TopologyError
 from nri_podres.sysfs import read_topology
 from nri_podres.topology import Topology
 
-REPO = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("NRI_PODRES_FIXTURES", REPO.parent / "shared" / "fixtures"))
-SYSFS_DUMPS = FIXTURES / "sysfs"
 GIB = 1 << 30
+from tests.support import SYSFS_DUMPS
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,7 @@ import pytest
 from nri_podres.cli import main
 
 MACHINES = Path(__file__).resolve().parents[1] / "fixtures" / "machines"
-REPO = Path(__file__).resolve().parents[2]
-SYSFS_DUMPS = Path(os.environ.get("NRI_PODRES_FIXTURES", REPO.parent / "shared" / "fixtures")) / "sysfs"
+from tests.support import SYSFS_DUMPS
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
