@@ -324,8 +324,9 @@ def refresh(
             target = replace(ctr.assignment, cpus=pool, mems=pod.numa or ctx.topo.node_ids)
             if target != ctr.assignment and pool:
                 changed[ctr.id] = target
-    node_pool = ctx.node_pool(new)
-    if node_pool != ctx.node_pool(old):
+    # The node pool is what reservations leave: it can only move when they changed.
+    node_pool = ctx.node_pool(new) if new.totals.taken_bits != old.totals.taken_bits else None
+    if node_pool is not None and node_pool != ctx.node_pool(old):
         for ctr_id in sorted(new.node_shared):
             ctr = new.containers[ctr_id]
             a = ctr.assignment

@@ -246,7 +246,9 @@ class PodresPlugin:
                  others_changed=len(decision.changed))
 
     def create_container(self, pod: pb.PodSandbox, container: pb.Container) -> tuple[pb.ContainerAdjustment | None, list[pb.ContainerUpdate]]:
-        pod_info = convert.pod_from_pb(pod)
+        # A pod admitted at RunPodSandbox is decided by its record; only one never seen is read here.
+        admitted = self.state.pods.get(pod.id)
+        pod_info = admitted.info if admitted is not None else convert.pod_from_pb(pod)
         ctr = convert.container_from_pb(container)
         try:
             decision = self._decide(lambda: policy.create_container(self.topology, self.config, self.state, pod_info, ctr))
@@ -261,13 +263,12 @@ class PodresPlugin:
         return adjust, updates
 
     def update_container(self, pod: pb.PodSandbox, container: pb.Container, resources: pb.LinuxResources) -> list[pb.ContainerUpdate]:
-        pod_info = convert.pod_from_pb(pod)
         ctr = convert.container_from_pb(container)
         values = convert.resize_values(resources)
         try:
             decision = policy.update_container(self.topology, self.config, self.state, ctr.id, **values)
         except AdmissionError as exc:
-            self._refused("UpdateContainer", exc, **_pod_fields(pod_info), container_name=ctr.name)
+            self._refused("UpdateContainer", exc, **_pod_fields(pod), container_name=ctr.name)
             raise
         self._commit("UpdateContainer", decision, ctr.id)
         self._pending.pop(ctr.id, None)
@@ -275,35 +276,32 @@ class PodresPlugin:
         if decision.assignment is not None:
             # Re-assert our sets on the target itself: its id must be set or the runtime drops it.
             updates.append(convert.update_from_assignment(ctr.id, decision.assignment))
-        _log_assignment(self.log, "container_updated", "UpdateContainer", pod_info, ctr, decision.assignment, decision.reason, len(updates))
+        _log_assignment(self.log, "container_updated", "UpdateContainer", pod, ctr, decision.assignment, decision.reason, len(updates))
         return updates
 
+    # Releases need only identities: nothing of the request is converted.
+
     def stop_container(self, pod: pb.PodSandbox, container: pb.Container) -> list[pb.ContainerUpdate]:
-        pod_info = convert.pod_from_pb(pod)
-        ctr = convert.container_from_pb(container)
-        decision = policy.stop_container(self.topology, self.config, self.state, ctr.id)
-        self._commit("StopContainer", decision, ctr.id)
-        updates = self._take_updates(exclude=ctr.id)
-        self.log.info("container_released", nri_event="StopContainer", **_pod_fields(pod_info),
-                 container_name=ctr.name, reason=decision.reason, others_changed=len(updates))
+        decision = policy.stop_container(self.topology, self.config, self.state, container.id)
+        self._commit("StopContainer", decision, container.id)
+        updates = self._take_updates(exclude=container.id)
+        self.log.info("container_released", nri_event="StopContainer", **_pod_fields(pod),
+                 container_name=container.name, reason=decision.reason, others_changed=len(updates))
         return updates
 
     def remove_container(self, pod: pb.PodSandbox, container: pb.Container) -> None:
-        pod_info = convert.pod_from_pb(pod)
-        ctr = convert.container_from_pb(container)
-        decision = policy.remove_container(self.topology, self.config, self.state, ctr.id)
-        self._commit("RemoveContainer", decision, ctr.id)
-        self.reasons.pop(ctr.id, None)
-        self.log.info("container_removed", nri_event="RemoveContainer", **_pod_fields(pod_info),
-                 container_name=ctr.name, others_pending=len(decision.changed))
+        decision = policy.remove_container(self.topology, self.config, self.state, container.id)
+        self._commit("RemoveContainer", decision, container.id)
+        self.reasons.pop(container.id, None)
+        self.log.info("container_removed", nri_event="RemoveContainer", **_pod_fields(pod),
+                 container_name=container.name, others_pending=len(decision.changed))
 
     def remove_pod_sandbox(self, pod: pb.PodSandbox) -> None:
-        info = convert.pod_from_pb(pod)
-        decision = policy.remove_pod(self.topology, self.config, self.state, info.id)
-        self._commit("RemovePodSandbox", decision, info.id)
-        self._uncertain_pods.pop(info.id, None)
-        self.reasons.pop(info.id, None)
-        self.log.info("pod_released", nri_event="RemovePodSandbox", **_pod_fields(info),
+        decision = policy.remove_pod(self.topology, self.config, self.state, pod.id)
+        self._commit("RemovePodSandbox", decision, pod.id)
+        self._uncertain_pods.pop(pod.id, None)
+        self.reasons.pop(pod.id, None)
+        self.log.info("pod_released", nri_event="RemovePodSandbox", **_pod_fields(pod),
                  reason=decision.reason, others_pending=len(decision.changed))
 
     def update_pod_sandbox(self, pod: pb.PodSandbox, overhead: pb.LinuxResources, resources: pb.LinuxResources) -> None:
@@ -328,13 +326,13 @@ def sandbox_process_alive(pid: int, sandbox_id: str) -> bool:
         return False
 
 
-def _pod_fields(pod: PodInfo) -> dict[str, str]:
+def _pod_fields(pod: PodInfo | pb.PodSandbox) -> dict[str, str]:
     return {"pod_namespace": pod.namespace, "pod_name": pod.name, "pod_uid": pod.uid}
 
 
 def _log_assignment(
     events: EventLog,
-    event_name: str, nri_event: str, pod: PodInfo, ctr: ContainerInfo, a: Assignment | None, reason: str, updates: int
+    event_name: str, nri_event: str, pod: PodInfo | pb.PodSandbox, ctr: ContainerInfo, a: Assignment | None, reason: str, updates: int
 ) -> None:
     events.info(
         event_name,

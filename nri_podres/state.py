@@ -10,7 +10,7 @@ O(all pods).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from nri_podres.cpuset import CPUSet, NodeSet
@@ -109,7 +109,7 @@ class State:
             totals = totals.apply(pod.reservation, +1)
         pods = dict(self.pods)
         pods[pod.id] = pod
-        return replace(self, pods=pods, totals=totals)
+        return State(pods, self.containers, self.by_pod, self.node_shared, totals)
 
     def without_pod(self, pod_id: str) -> State:
         state = self
@@ -125,7 +125,7 @@ class State:
         del pods[pod_id]
         by_pod = dict(state.by_pod)
         by_pod.pop(pod_id, None)
-        return replace(state, pods=pods, by_pod=by_pod, totals=totals)
+        return State(pods, state.containers, by_pod, state.node_shared, totals)
 
     def with_container(self, ctr: ContainerRecord) -> State:
         state = self.without_container(ctr.id) if ctr.id in self.containers else self
