@@ -54,6 +54,7 @@ GO_BUILD = HERE / "go-noop-plugin" / "build.sh"
 LABEL = {"nri-podres-bench": "e2e"}
 VARIANTS = ("no plugin", "nri-podres", "Go no-op plugin")
 PY_NOOP = "Python no-op"  # our own stack deciding nothing: wire phase only
+PY_CPUSET = "Python, fixed cpuset"  # the same, answering every CreateContainer with a cpuset
 WIRE_VARIANTS = ("nri-podres", PY_NOOP, "Go no-op plugin")
 WIRE_SHORT = {"nri-podres": "podres", PY_NOOP: "pynoop", "Go no-op plugin": "go"}
 NRI_SOCKET = WORK_DIR / "nri" / "nri.sock"
@@ -120,8 +121,10 @@ def start_plugin(variant: str, tmp: Path, go_binary: Path, nri_socket: Path = NR
                 "--admin-socket", str(tmp / "admin.sock"), "--state-dir", str(state), "--config", str(config),
                 "--log-format", "json"]
         plugin = PluginProcess(argv, tmp / "nri-podres.log")
-    elif variant == PY_NOOP:
+    elif variant in (PY_NOOP, PY_CPUSET):
         argv = [sys.executable, str(HERE / "py_noop_plugin.py"), "--socket", str(nri_socket)]
+        if variant == PY_CPUSET:  # every online CPU: a burstable pod loses nothing
+            argv += ["--cpus", ",".join(map(str, sorted(os.sched_getaffinity(0)))), "--mems", "0"]
         plugin = PluginProcess(argv, tmp / "py-noop.log")
     elif variant == "Go no-op plugin":
         argv = [str(go_binary), "-socket", str(nri_socket), "-name", "go-noop", "-idx", "50"]
@@ -134,7 +137,7 @@ def start_plugin(variant: str, tmp: Path, go_binary: Path, nri_socket: Path = NR
 
 def batch(cri: Cri, round_no: int, variant: str, calls: int, samples: Samples) -> None:
     run_ms, create_ms = [], []
-    tag = variant.split()[0].lower()
+    tag = "".join(ch for ch in variant.lower() if ch.isalnum())[:12]  # a valid pod name part
     for i in range(calls):
         t0 = time.perf_counter()
         pod = cri.run_pod(f"bench-{tag}-{round_no}-{i}", cpu_millis=100, cpu_limit_millis=0, labels=LABEL)
@@ -214,6 +217,33 @@ def report_wire(held: dict[str, dict[str, list[float]]], results: Results) -> No
             results.put(f"wire|{call}|pynoop_ratio", floor)
 
 
+def cpuset_rounds(cri: Cri, tmp: Path, go_binary: Path, rounds: int, calls: int) -> dict[str, Samples]:
+    """What applying a cpuset costs the runtime: one Python plugin answering with none vs a fixed one."""
+    samples = {PY_NOOP: Samples(), PY_CPUSET: Samples()}
+    for round_no in range(1, rounds + 1):
+        order = tuple(samples) if round_no % 2 else tuple(reversed(tuple(samples)))
+        for variant in order:
+            plugin = start_plugin(variant, tmp, go_binary)
+            try:
+                batch(cri, 2000 + round_no, variant, calls, samples[variant])
+            finally:
+                if plugin is not None:
+                    plugin.stop()
+        print(f"  cpuset round {round_no}/{rounds} done", file=sys.stderr)
+    return samples
+
+
+def report_cpuset(samples: dict[str, Samples], results: Results) -> None:
+    plain, pinned = samples[PY_NOOP].create_ms, samples[PY_CPUSET].create_ms
+    diff = statistics.median(pinned) - statistics.median(plain)
+    lo, hi = interval(pinned, plain)
+    print(f"\nApplying a cpuset, CreateContainer at the CRI level ({len(plain)} calls each): no adjustment "
+          f"{statistics.median(plain):.2f} ms, fixed cpuset {statistics.median(pinned):.2f} ms, "
+          f"difference {diff:+.2f} ms (95% bootstrap interval [{lo:+.2f}, {hi:+.2f}])")
+    results.put("cpuset|create_diff_ms", diff)
+    results.put("cpuset|create_diff_ci_ms", [lo, hi])
+
+
 def overheads(samples: dict[str, Samples], variant: str, index: int) -> tuple[float, float]:
     """(difference of medians, median of per-round differences) vs no plugin, ms."""
     def pick(s: Samples) -> list[float]:
@@ -269,6 +299,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6, help="alternating end-to-end rounds (0: the wire phase only)")
     parser.add_argument("--calls", type=int, default=10, help="pods per batch")
     parser.add_argument("--wire-rounds", type=int, default=4, help="rounds with each plugin behind the timing relay")
+    parser.add_argument("--cpuset-rounds", type=int, default=0,
+                        help="rounds of a Python no-op plugin without and with a fixed cpuset answer (the runtime's cost of applying one)")
     parser.add_argument("--keep-running", action="store_true", help="leave the private containerd running")
     parser.add_argument("--json", help="also write the numbers here (for benchmarks/summary.py)")
     args = parser.parse_args()
@@ -301,11 +333,15 @@ def main() -> int:
                             plugin.stop()
                 print(f"  round {round_no}/{args.rounds} done", file=sys.stderr)
             held = wire_rounds(cri, tmp, WORK_DIR / "bin" / "go-noop-plugin", args.wire_rounds, args.calls)
+            pinned = cpuset_rounds(cri, tmp, WORK_DIR / "bin" / "go-noop-plugin", args.cpuset_rounds, args.calls)
         if args.rounds:
             print(f"End to end on {cri.version()}, {args.rounds} rounds x {args.calls} pods per variant, "
                   "alternating; ms of the CRI call")
             report(samples, results)
-        report_wire(held, results)
+        if args.wire_rounds:
+            report_wire(held, results)
+        if args.cpuset_rounds:
+            report_cpuset(pinned, results)
         cri.close()
     finally:
         if not args.keep_running:

@@ -30,7 +30,12 @@ events = structlog.get_logger("py_noop")
 
 
 class NoopPlugin:
-    """Subscribes to the events nri-podres subscribes to; adjusts nothing."""
+    """Subscribes to the events nri-podres subscribes to; adjusts nothing (or, given
+    ``cpus``, answers every CreateContainer with that fixed cpuset: what applying one
+    costs the runtime, apart from any deciding)."""
+
+    def __init__(self, cpus: str = "", mems: str = "") -> None:
+        self.cpus, self.mems = cpus, mems
 
     def synchronize(self, pods: list[pb.PodSandbox], containers: list[pb.Container]) -> list[pb.ContainerUpdate]:
         events.info("plugin_synchronized", pods=len(pods), containers=len(containers))
@@ -39,9 +44,14 @@ class NoopPlugin:
     def run_pod_sandbox(self, pod: pb.PodSandbox) -> None:
         events.info("pod_admitted", pod_namespace=pod.namespace, pod_name=pod.name)
 
-    def create_container(self, pod: pb.PodSandbox, container: pb.Container) -> tuple[None, list[pb.ContainerUpdate]]:
+    def create_container(self, pod: pb.PodSandbox, container: pb.Container) -> tuple[pb.ContainerAdjustment | None, list[pb.ContainerUpdate]]:
         events.info("container_allocated", pod_name=pod.name, container_name=container.name)
-        return None, []
+        if not self.cpus:
+            return None, []
+        adjust = pb.ContainerAdjustment()
+        adjust.linux.resources.cpu.cpus = self.cpus
+        adjust.linux.resources.cpu.mems = self.mems
+        return adjust, []
 
     def stop_container(self, pod: pb.PodSandbox, container: pb.Container) -> list[pb.ContainerUpdate]:
         return []
@@ -58,9 +68,11 @@ def main() -> int:
     parser.add_argument("--socket", required=True)
     parser.add_argument("--name", default="py-noop")
     parser.add_argument("--idx", default="60")
+    parser.add_argument("--cpus", default="", help="answer every CreateContainer with this cpuset (default: nothing)")
+    parser.add_argument("--mems", default="0", help="with --cpus: the memory nodes")
     args = parser.parse_args()
     log.configure_logging("json", "info")
-    stub = Stub(NoopPlugin(), args.name, args.idx)
+    stub = Stub(NoopPlugin(args.cpus, args.mems), args.name, args.idx)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(stub, args.socket))
     return 0

@@ -58,7 +58,7 @@ bench protocol bench_protocol.py --calls "$([ ${#quick[@]} -gt 0 ] && echo 200 |
 bench memory bench_memory.py --json "$RAW/memory.json"
 if [ "$e2e" = yes ]; then
     seed_bench_dir
-    if [ ${#quick[@]} -gt 0 ]; then e2e_args=(--rounds 2 --calls 5 --wire-rounds 1); else e2e_args=(--rounds 8 --calls 12 --wire-rounds 8); fi
+    if [ ${#quick[@]} -gt 0 ]; then e2e_args=(--rounds 2 --calls 5 --wire-rounds 1); else e2e_args=(--rounds 8 --calls 12 --wire-rounds 8 --cpuset-rounds 8); fi
     bench e2e bench_e2e.py "${e2e_args[@]}" --json "$RAW/e2e.json"
 fi
 [ -f "$HERE/bench_allocator.py" ] && bench allocator bench_allocator.py --calls "$([ ${#quick[@]} -gt 0 ] && echo 200 || echo 1000)"

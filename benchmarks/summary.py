@@ -90,6 +90,10 @@ def headline(raw: Path) -> list[tuple[str, str, str, str]]:
             if floor is not None:
                 rows.append(row(f"  ({call}: a no-op plugin on our Python stack, on the wire)",
                                 f"ratio {floor:.2f}: median {e2e[f'wire|{call}|pynoop_median_ms']:.3f} ms", "", None))
+        cpuset, cpuset_ci = e2e.get("cpuset|create_diff_ms"), e2e.get("cpuset|create_diff_ci_ms")
+        if cpuset is not None and cpuset_ci:
+            rows.append(row("  (CreateContainer: what applying a cpuset costs the runtime)",
+                            f"{cpuset:+.2f} ms (95% CI {cpuset_ci[0]:+.1f}..{cpuset_ci[1]:+.1f})", "", None))
         base = e2e.get("no plugin|create_median_ms")
         if base:
             rows.append(row("  (CreateContainer with no plugin, median)", f"{base:.1f} ms", "", None))
