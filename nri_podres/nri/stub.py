@@ -51,11 +51,14 @@ def merge_updates(updates: Iterable[pb.ContainerUpdate], exclude: str = "") -> l
     for u in updates:
         if not u.container_id or u.container_id == exclude:
             continue
-        if u.container_id in merged:
-            merged[u.container_id].MergeFrom(u)
+        prior = merged.get(u.container_id)
+        if prior is None:
+            merged[u.container_id] = u  # the response copies it in; a copy here would be a second
         else:
-            merged[u.container_id] = pb.ContainerUpdate()
-            merged[u.container_id].CopyFrom(u)
+            combined = pb.ContainerUpdate()  # never mutate the caller's messages
+            combined.CopyFrom(prior)
+            combined.MergeFrom(u)
+            merged[u.container_id] = combined
     return list(merged.values())
 
 
