@@ -58,7 +58,10 @@ class RegistrationFailed(Exception):
     """The runtime refused or did not answer RegisterPlugin."""
 
 
-class Session(asyncio.Protocol):
+READ_BUFFER_BYTES = 1 << 16
+
+
+class Session(asyncio.BufferedProtocol):
     """One trunk connection to the runtime."""
 
     def __init__(self, stub: Stub, observer: Observer | None = None) -> None:
@@ -74,16 +77,22 @@ class Session(asyncio.Protocol):
         self._ended: asyncio.Future[None] = loop.create_future()  # fails with why the trunk ended
         self._lost: asyncio.Future[None] = loop.create_future()  # the socket is closed
         self._writable: asyncio.Future[None] | None = None  # set while the kernel buffer is full
+        # The kernel reads into this one buffer: a plain Protocol would get a fresh
+        # 256 KiB bytes object from the event loop for every read.
+        self._read_buffer = memoryview(bytearray(READ_BUFFER_BYTES))
 
-    # ---- asyncio.Protocol ----
+    # ---- asyncio.BufferedProtocol ----
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.WriteTransport, transport)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
         if self._ended.done():
             return  # ending: the rest is not ours to answer
-        self._decoder.feed(data)
+        self._decoder.feed(self._read_buffer[:nbytes])
         try:
             for frame in self._decoder.frames():
                 self._route(frame)
