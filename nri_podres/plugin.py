@@ -34,13 +34,20 @@ class EventLog:
 
     def __init__(self, deferred: bool = False) -> None:
         self.deferred = deferred
-        self._held: list[tuple[str, str, dict[str, Any]]] = []
+        self._held: list[tuple[str, str, dict[str, Any] | Callable[[], dict[str, Any]]]] = []
 
     def info(self, event: str, **fields: Any) -> None:
         self._put("info", event, fields)
 
     def warning(self, event: str, **fields: Any) -> None:
         self._put("warning", event, fields)
+
+    def info_later(self, event: str, fields: Callable[[], dict[str, Any]]) -> None:
+        """A line whose fields are put together only when it is written (off the reply path)."""
+        if self.deferred:
+            self._held.append(("info", event, fields))
+        else:
+            log.info(event, **fields())
 
     def _put(self, level: str, event: str, fields: dict[str, Any]) -> None:
         if self.deferred:
@@ -51,7 +58,7 @@ class EventLog:
     def flush(self) -> None:
         held, self._held = self._held, []
         for level, event, fields in held:
-            getattr(log, level)(event, **fields)
+            getattr(log, level)(event, **(fields() if callable(fields) else fields))
 
 # Refusals that mean "no room"; with possibly-gone pods holding CPUs they trigger a resync.
 CAPACITY_REASONS = frozenset({"TopologyAffinityError", "InsufficientCPUs", "InsufficientMemory", "SMTAlignmentError"})
@@ -334,16 +341,18 @@ def _log_assignment(
     events: EventLog,
     event_name: str, nri_event: str, pod: PodInfo | pb.PodSandbox, ctr: ContainerInfo, a: Assignment | None, reason: str, updates: int
 ) -> None:
-    events.info(
-        event_name,
-        nri_event=nri_event,
-        **_pod_fields(pod),
-        container_name=ctr.name,
-        container_id=ctr.id[:12],
-        cpus=str(a.cpus) if a else "",
-        mems=str(a.mems) if a else "",
-        pool=a.pool.value if a else "untouched",
-        cpu_quota=a.cpu_quota if a else None,
-        decision=reason,
-        others_updated=updates,
-    )
+    def fields() -> dict[str, Any]:
+        return {
+            "nri_event": nri_event,
+            **_pod_fields(pod),
+            "container_name": ctr.name,
+            "container_id": ctr.id[:12],
+            "cpus": str(a.cpus) if a else "",
+            "mems": str(a.mems) if a else "",
+            "pool": a.pool.value if a else "untouched",
+            "cpu_quota": a.cpu_quota if a else None,
+            "decision": reason,
+            "others_updated": updates,
+        }
+
+    events.info_later(event_name, fields)

@@ -249,11 +249,16 @@ def test_deferred_log_lines_wait_for_the_reply() -> None:
         plugin.create_container(pod, container("db", pod, cpus=1))
         plugin.connection_lost()  # nothing held is dropped with the connection
     assert [entry["event"] for entry in logs][2:] == ["container_allocated"]
+    assert logs[-1]["container_name"] == "db" and logs[-1]["pod_name"] == pod.name  # fields built at flush
 
 
 def test_immediate_log_lines_by_default() -> None:
     """Outside the daemon (simulate, tests) lines are written as the event is handled."""
     plugin = PodresPlugin(TOPO, CONFIG)
+    pod = sandbox("p", 2)
     with capture_logs() as logs:
         plugin.synchronize([], [])
-    assert [entry["event"] for entry in logs] == ["plugin_synchronized"]
+        plugin.run_pod_sandbox(pod)
+        plugin.create_container(pod, container("db", pod, cpus=1))
+        assert [entry["event"] for entry in logs] == ["plugin_synchronized", "pod_admitted", "container_allocated"]
+    assert logs[-1]["container_name"] == "db" and logs[-1]["pool"] == "exclusive"
