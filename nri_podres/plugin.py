@@ -26,6 +26,9 @@ from nri_podres.topology import Topology
 
 log = structlog.get_logger("nri_podres.plugin")
 
+# A line's fields, or what puts them together when the line is written.
+Fields = dict[str, Any] | Callable[[], dict[str, Any]]
+
 
 class EventLog:
     """The plugin's log lines: written at once, or -- in the daemon -- held until the
@@ -34,7 +37,7 @@ class EventLog:
 
     def __init__(self, deferred: bool = False) -> None:
         self.deferred = deferred
-        self._held: list[tuple[str, str, dict[str, Any] | Callable[[], dict[str, Any]]]] = []
+        self._held: list[tuple[str, str, Fields]] = []
 
     def info(self, event: str, **fields: Any) -> None:
         self._put("info", event, fields)
@@ -44,21 +47,23 @@ class EventLog:
 
     def info_later(self, event: str, fields: Callable[[], dict[str, Any]]) -> None:
         """A line whose fields are put together only when it is written (off the reply path)."""
-        if self.deferred:
-            self._held.append(("info", event, fields))
-        else:
-            log.info(event, **fields())
+        self._put("info", event, fields)
 
-    def _put(self, level: str, event: str, fields: dict[str, Any]) -> None:
+    def _put(self, level: str, event: str, fields: Fields) -> None:
         if self.deferred:
             self._held.append((level, event, fields))
         else:
-            getattr(log, level)(event, **fields)
+            _write(level, event, fields)
 
     def flush(self) -> None:
         held, self._held = self._held, []
         for level, event, fields in held:
-            getattr(log, level)(event, **(fields() if callable(fields) else fields))
+            _write(level, event, fields)
+
+
+def _write(level: str, event: str, fields: Fields) -> None:
+    getattr(log, level)(event, **(fields() if callable(fields) else fields))
+
 
 # Refusals that mean "no room"; with possibly-gone pods holding CPUs they trigger a resync.
 CAPACITY_REASONS = frozenset({"TopologyAffinityError", "InsufficientCPUs", "InsufficientMemory", "SMTAlignmentError"})

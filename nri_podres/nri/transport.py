@@ -1,7 +1,7 @@
 """The asyncio driver: socket <-> mux <-> ttrpc <-> stub. Thin on purpose.
 
-The session is the socket's asyncio ``Protocol``: bytes the runtime sends are fed
-to the sans-I/O codecs straight from the event loop's read callback, and requests
+The session is the socket's asyncio ``BufferedProtocol``: bytes the runtime sends
+are fed to the sans-I/O codecs straight from the event loop's read callback, and requests
 on conn 1 are answered there and then (handlers are fast, pure-ish functions), so
 one event loop owns all state and a request costs no task switch. Our own calls on
 conn 2 (RegisterPlugin, UpdateContainers) are futures resolved by that callback.
@@ -27,6 +27,7 @@ from nri_podres.nri.stub import RUNTIME_SERVICE, Stub
 
 log = structlog.get_logger("nri_podres.nri")
 CLOSE_WAIT_S = 1.0
+READ_BUFFER_BYTES = 1 << 16
 
 
 class Observer(Protocol):
@@ -56,9 +57,6 @@ class ResyncRequested(Exception):
 
 class RegistrationFailed(Exception):
     """The runtime refused or did not answer RegisterPlugin."""
-
-
-READ_BUFFER_BYTES = 1 << 16
 
 
 class Session(asyncio.BufferedProtocol):
