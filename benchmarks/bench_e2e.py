@@ -217,19 +217,20 @@ def report_wire(held: dict[str, dict[str, list[float]]], results: Results) -> No
             results.put(f"wire|{call}|pynoop_ratio", floor)
 
 
-def cpuset_rounds(cri: Cri, tmp: Path, go_binary: Path, rounds: int, calls: int) -> dict[str, Samples]:
-    """What applying a cpuset costs the runtime: one Python plugin answering with none vs a fixed one."""
-    samples = {PY_NOOP: Samples(), PY_CPUSET: Samples()}
+def alternating_rounds(cri: Cri, tmp: Path, go_binary: Path, variants: Sequence[str], rounds: int, calls: int,
+                       phase: str, first_pod: int = 0) -> dict[str, Samples]:
+    """CRI timings of each variant, in batches whose order flips every round; a plugin runs only in its batch."""
+    samples = {v: Samples() for v in variants}
     for round_no in range(1, rounds + 1):
-        order = tuple(samples) if round_no % 2 else tuple(reversed(tuple(samples)))
+        order = variants if round_no % 2 else tuple(reversed(variants))
         for variant in order:
             plugin = start_plugin(variant, tmp, go_binary)
             try:
-                batch(cri, 2000 + round_no, variant, calls, samples[variant])
+                batch(cri, first_pod + round_no, variant, calls, samples[variant])
             finally:
                 if plugin is not None:
                     plugin.stop()
-        print(f"  cpuset round {round_no}/{rounds} done", file=sys.stderr)
+        print(f"  {phase} round {round_no}/{rounds} done", file=sys.stderr)
     return samples
 
 
@@ -318,22 +319,15 @@ def main() -> int:
                   cgroup_parent=CGROUP_PARENT)
         cri.wait_ready()
         results.put("runtime", cri.version())
-        samples = {v: Samples() for v in VARIANTS}
+        go_binary = WORK_DIR / "bin" / "go-noop-plugin"
         with tempfile.TemporaryDirectory(prefix="nri-podres-bench-") as tmp_text:
             tmp = Path(tmp_text)
             batch(cri, 0, "warm-up", args.calls, Samples())  # image, snapshotter and cgroup caches
-            for round_no in range(1, args.rounds + 1):
-                order = VARIANTS if round_no % 2 else tuple(reversed(VARIANTS))
-                for variant in order:
-                    plugin = start_plugin(variant, tmp, WORK_DIR / "bin" / "go-noop-plugin")
-                    try:
-                        batch(cri, round_no, variant, args.calls, samples[variant])
-                    finally:
-                        if plugin is not None:
-                            plugin.stop()
-                print(f"  round {round_no}/{args.rounds} done", file=sys.stderr)
-            held = wire_rounds(cri, tmp, WORK_DIR / "bin" / "go-noop-plugin", args.wire_rounds, args.calls)
-            pinned = cpuset_rounds(cri, tmp, WORK_DIR / "bin" / "go-noop-plugin", args.cpuset_rounds, args.calls)
+            samples = alternating_rounds(cri, tmp, go_binary, VARIANTS, args.rounds, args.calls, "end-to-end")
+            held = wire_rounds(cri, tmp, go_binary, args.wire_rounds, args.calls)
+            # What applying a cpuset costs the runtime: one Python plugin answering with none vs a fixed one.
+            pinned = alternating_rounds(cri, tmp, go_binary, (PY_NOOP, PY_CPUSET), args.cpuset_rounds, args.calls,
+                                        "cpuset", first_pod=2000)
         if args.rounds:
             print(f"End to end on {cri.version()}, {args.rounds} rounds x {args.calls} pods per variant, "
                   "alternating; ms of the CRI call")
